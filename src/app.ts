@@ -1,0 +1,104 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Config } from './config/config.js';
+import { ApiKeyAuthenticator } from './http/authenticate.js';
+import { installErrorHandling } from './http/problem.js';
+import { sessionRoutes } from './http/routes/sessions.js';
+import { sharedSchemas } from './http/schemas.js';
+import { databasePlugin } from './plugins/database.js';
+import { sweeperPlugin } from './plugins/sweeper.js';
+import { SessionService } from './service/session-service.js';
+import { MariaDbSessionStore } from './store/mariadb-session-store.js';
+import type { SessionStore } from './store/session-store.js';
+import { openapiInfo } from './http/openapi-info.js';
+
+export interface BuildOptions {
+  /** Fastify logger options or instance settings; false silences logs (tests). */
+  logger?: FastifyServerOptions['logger'];
+  /** Start the background sweeper on ready (the server does; tests drive it by hand). */
+  startSweeper?: boolean;
+  /** The clock the service reads; tests move it. */
+  clock?: () => Date;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sessionStore: SessionStore;
+    sessionService: SessionService;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Paths in log objects that could ever hold a secret. */
+export const REDACTED_LOG_PATHS = [
+  'req.headers.authorization',
+  'req.headers["session-token"]',
+  'headers.authorization',
+  'headers["session-token"]',
+  'token',
+  '*.token',
+  'apiKey',
+];
+
+/** Builds the service from a typed config. It never listens: server.ts does, tests use inject(). */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
+    // Data is capped at dataMaxBytes as stored JSON; leave room for escaping and the envelope.
+    bodyLimit: config.sessions.dataMaxBytes * 4 + 16 * 1024,
+    requestIdHeader: 'x-request-id',
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  installErrorHandling(app);
+
+  for (const schema of sharedSchemas) app.addSchema(schema);
+  await app.register(swagger, {
+    openapi: openapiInfo,
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
+  });
+
+  await app.register(databasePlugin, { url: config.databaseUrl, ...config.db });
+  const store = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: config.sessions.touchPersistThreshold });
+  const service = new SessionService(store, { ...config.sessions }, options.clock);
+  app.decorate('sessionStore', store);
+  app.decorate('sessionService', service);
+
+  await app.register(sweeperPlugin, {
+    store,
+    autoStart: options.startSweeper ?? false,
+    intervalSeconds: config.sweeper.intervalSeconds,
+    batchSize: config.sweeper.batchSize,
+    graceSeconds: config.sessions.touchPersistThreshold,
+  });
+
+  const authenticator = new ApiKeyAuthenticator(config.apiKeys);
+  await app.register(
+    async (v1) => {
+      v1.addHook('onRequest', authenticator.hook());
+      await v1.register(sessionRoutes, { service });
+    },
+    { prefix: '/v1' },
+  );
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
+    try {
+      await app.database.ping();
+      return { status: 'ready' };
+    } catch {
+      return reply.code(503).send({ status: 'unavailable' });
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,41 @@
+import { ConfigError } from '../config/config-error.js';
+import type { ApiKeyEntry } from './api-keys.js';
+
+const NAMESPACE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * Parses the API keys file: a JSON array of {client, namespace, sha256}. Several entries may
+ * share a client (key rotation). At least one entry is required: the service never runs open.
+ */
+export function parseApiKeysFile(text: string, variable: string): ApiKeyEntry[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConfigError(variable, 'the keys file is not valid JSON');
+  }
+  if (!Array.isArray(parsed)) throw new ConfigError(variable, 'the keys file must hold a JSON array');
+  if (parsed.length === 0) {
+    throw new ConfigError(variable, 'the keys file holds no key; mint one with `npm run mint-key -- <client> <namespace>`');
+  }
+  const seen = new Set<string>();
+  return parsed.map((item: unknown, i) => {
+    const where = `entry ${i}`;
+    if (typeof item !== 'object' || item === null) throw new ConfigError(variable, `${where} is not an object`);
+    const { client, namespace, sha256 } = item as Record<string, unknown>;
+    if (typeof client !== 'string' || client.length === 0 || client.length > 128) {
+      throw new ConfigError(variable, `${where}: "client" must be a non-empty string of at most 128 characters`);
+    }
+    if (typeof namespace !== 'string' || !NAMESPACE.test(namespace)) {
+      throw new ConfigError(variable, `${where}: "namespace" must match ${NAMESPACE.source}`);
+    }
+    if (typeof sha256 !== 'string' || !SHA256_HEX.test(sha256.toLowerCase())) {
+      throw new ConfigError(variable, `${where}: "sha256" must be 64 hex characters (the SHA-256 of the key)`);
+    }
+    const hash = sha256.toLowerCase();
+    if (seen.has(hash)) throw new ConfigError(variable, `${where}: the same key hash appears twice`);
+    seen.add(hash);
+    return { client, namespace, sha256: hash };
+  });
+}

@@ -1,0 +1,158 @@
+import { readFileSync } from 'node:fs';
+import type { ApiKeyEntry } from '../auth/api-keys.js';
+import { parseApiKeysFile } from '../auth/api-keys-file.js';
+import { ConfigError } from './config-error.js';
+
+export { ConfigError };
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** Lifetime limits for sessions, in seconds. */
+export interface SessionLimits {
+  idleTimeoutDefault: number;
+  idleTimeoutMax: number;
+  absoluteTimeoutDefault: number;
+  absoluteTimeoutMax: number;
+  dataMaxBytes: number;
+  /** A touch writes MariaDB only when the stored idle expiry lags by more than this (seconds). */
+  touchPersistThreshold: number;
+}
+
+export interface Config {
+  databaseUrl: string;
+  redisUrl: string | undefined;
+  host: string;
+  port: number;
+  logLevel: LogLevel;
+  apiKeysFile: string;
+  apiKeys: ApiKeyEntry[];
+  sessions: SessionLimits;
+  sweeper: { intervalSeconds: number; batchSize: number };
+  db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
+  shutdownTimeoutMs: number;
+}
+
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function raw(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function required(env: Env, name: string): string {
+  const value = raw(env, name);
+  if (value === undefined) throw new ConfigError(name, 'is required but not set');
+  return value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** Validates a mysql:// URL without echoing its password into errors. */
+export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL (expected mysql://user:pass@host:port/database)');
+  }
+  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {
+    throw new ConfigError(name, `must use the mysql:// scheme, got "${url.protocol}//"`);
+  }
+  if (url.hostname === '') throw new ConfigError(name, 'has no host');
+  if (url.pathname.replace(/^\//, '') === '') throw new ConfigError(name, 'names no database (mysql://…/database)');
+  return url;
+}
+
+function redisUrl(env: Env): string | undefined {
+  const value = raw(env, 'REDIS_URL');
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError('REDIS_URL', 'is not a valid URL (expected redis://host:port)');
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new ConfigError('REDIS_URL', `must use the redis:// or rediss:// scheme, got "${url.protocol}//"`);
+  }
+  return value;
+}
+
+const DAY = 86_400;
+
+/**
+ * Reads and validates the whole configuration once. Any bad value throws a ConfigError naming
+ * the variable; the server prints it and exits.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const databaseUrl = required(env, 'DATABASE_URL');
+  parseDatabaseUrl(databaseUrl);
+
+  const logLevel = (raw(env, 'LOG_LEVEL') ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+
+  const apiKeysFile = required(env, 'API_KEYS_FILE');
+  let text: string;
+  try {
+    text = readFileSync(apiKeysFile, 'utf8');
+  } catch (err) {
+    throw new ConfigError('API_KEYS_FILE', `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const apiKeys = parseApiKeysFile(text, 'API_KEYS_FILE');
+
+  const idleTimeoutMax = integer(env, 'SESSION_IDLE_TIMEOUT_MAX_SECONDS', DAY, 1, 365 * DAY);
+  const idleTimeoutDefault = integer(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 30 * 60, 1, 365 * DAY);
+  const absoluteTimeoutMax = integer(env, 'SESSION_ABSOLUTE_TIMEOUT_MAX_SECONDS', 30 * DAY, 1, 3650 * DAY);
+  const absoluteTimeoutDefault = integer(env, 'SESSION_ABSOLUTE_TIMEOUT_SECONDS', 12 * 3600, 1, 3650 * DAY);
+  if (idleTimeoutDefault > idleTimeoutMax) {
+    throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_IDLE_TIMEOUT_MAX_SECONDS (${idleTimeoutMax})`);
+  }
+  if (absoluteTimeoutDefault > absoluteTimeoutMax) {
+    throw new ConfigError(
+      'SESSION_ABSOLUTE_TIMEOUT_SECONDS',
+      `must not exceed SESSION_ABSOLUTE_TIMEOUT_MAX_SECONDS (${absoluteTimeoutMax})`,
+    );
+  }
+
+  const host = raw(env, 'HOST') ?? '0.0.0.0';
+  return {
+    databaseUrl,
+    redisUrl: redisUrl(env),
+    host,
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    logLevel,
+    apiKeysFile,
+    apiKeys,
+    sessions: {
+      idleTimeoutDefault,
+      idleTimeoutMax,
+      absoluteTimeoutDefault,
+      absoluteTimeoutMax,
+      dataMaxBytes: integer(env, 'SESSION_DATA_MAX_BYTES', 64 * 1024, 2, 16 * 1024 * 1024),
+      touchPersistThreshold: integer(env, 'TOUCH_PERSIST_THRESHOLD_SECONDS', 60, 0, DAY),
+    },
+    sweeper: {
+      intervalSeconds: integer(env, 'SWEEPER_INTERVAL_SECONDS', 60, 0, DAY),
+      batchSize: integer(env, 'SWEEPER_BATCH_SIZE', 500, 1, 100_000),
+    },
+    db: {
+      poolSize: integer(env, 'DB_POOL_SIZE', 10, 1, 1000),
+      acquireTimeoutMs: integer(env, 'DB_ACQUIRE_TIMEOUT_MS', 1000, 10, 60_000),
+      queryTimeoutMs: integer(env, 'DB_QUERY_TIMEOUT_MS', 2000, 10, 600_000),
+      connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 1000, 10, 60_000),
+    },
+    shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+  };
+}

@@ -1,0 +1,145 @@
+import mariadb, { type Connection, type Pool, type PoolConnection } from 'mariadb';
+import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
+import { parseDatabaseUrl } from '../config/config.js';
+import { StoreUnavailableError } from '../domain/errors.js';
+
+export type Db = MySqlRemoteDatabase;
+
+export interface DatabaseOptions {
+  url: string;
+  poolSize: number;
+  acquireTimeoutMs: number;
+  queryTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+type Queryable = Pick<Connection, 'query'>;
+
+/**
+ * drizzle's mysql-proxy driver over one mariadb pool or connection. drizzle has no driver for
+ * the mariadb connector; the proxy driver only needs "run this SQL": rows as arrays for
+ * selects, the OK packet for writes.
+ */
+function callbackFor(target: Queryable): RemoteCallback {
+  return async (sql, params, method) => {
+    if (method === 'all') {
+      const rows = (await target.query({ sql, rowsAsArray: true }, params)) as unknown[];
+      return { rows };
+    }
+    const result = (await target.query(sql, params)) as { affectedRows?: number; insertId?: number };
+    return { rows: [result] };
+  };
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ER_GET_CONNECTION_TIMEOUT',
+  'ER_CONNECTION_TIMEOUT',
+  'ER_POOL_ALREADY_CLOSED',
+  'ER_SOCKET_UNEXPECTED_CLOSE',
+  'ER_SOCKET_TIMEOUT',
+  'ER_CMD_CONNECTION_CLOSED',
+  'ER_CONNECTION_ALREADY_CLOSED',
+  'ER_STATEMENT_TIMEOUT',
+  'ER_QUERY_INTERRUPTED',
+  'ER_LOCK_WAIT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+]);
+
+/** True for errors that mean "MariaDB cannot answer now" rather than "this query is wrong". */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof StoreUnavailableError) return true;
+  const e = err as { code?: string; fatal?: boolean; errno?: number };
+  if (typeof e !== 'object' || e === null) return false;
+  // 1969: max_statement_time exceeded (the pool's queryTimeout).
+  return e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969;
+}
+
+const DEADLOCK_ERRNO = 1213;
+
+export class Database {
+  readonly pool: Pool;
+  readonly db: Db;
+
+  constructor(options: DatabaseOptions) {
+    const url = parseDatabaseUrl(options.url);
+    this.pool = mariadb.createPool({
+      host: url.hostname,
+      port: url.port === '' ? 3306 : Number(url.port),
+      user: decodeURIComponent(url.username),
+      password: decodeURIComponent(url.password),
+      database: decodeURIComponent(url.pathname.slice(1)),
+      connectionLimit: options.poolSize,
+      acquireTimeout: options.acquireTimeoutMs,
+      connectTimeout: options.connectTimeoutMs,
+      queryTimeout: options.queryTimeoutMs,
+      // Without dateStrings DATETIME reads go through the local time zone and lose milliseconds.
+      dateStrings: true,
+      insertIdAsNumber: true,
+      bigIntAsNumber: true,
+      initSql: "SET time_zone = '+00:00'",
+      // A dead server must cost a request milliseconds; do not queue behind reconnect attempts.
+      initializationTimeout: options.connectTimeoutMs,
+      leakDetectionTimeout: 0,
+    });
+    this.db = drizzle(callbackFor(this.pool));
+  }
+
+  /** Runs `work` and turns connection-level failures into StoreUnavailableError. */
+  async run<T>(work: (db: Db) => Promise<T>): Promise<T> {
+    try {
+      return await work(this.db);
+    } catch (err) {
+      throw isUnavailable(err) ? new StoreUnavailableError() : err;
+    }
+  }
+
+  /**
+   * One transaction on one pooled connection (the proxy driver has no db.transaction()).
+   * Retried on deadlock, which InnoDB resolves by rolling one side back.
+   */
+  async transaction<T>(work: (tx: Db) => Promise<T>, attempts = 3): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      let conn: PoolConnection | undefined;
+      try {
+        conn = await this.pool.getConnection();
+        await conn.beginTransaction();
+        const result = await work(drizzle(callbackFor(conn)));
+        await conn.commit();
+        return result;
+      } catch (err) {
+        if (conn !== undefined) await conn.rollback().catch(() => undefined);
+        if ((err as { errno?: number }).errno === DEADLOCK_ERRNO && attempt < attempts) continue;
+        throw isUnavailable(err) ? new StoreUnavailableError() : err;
+      } finally {
+        if (conn !== undefined) await conn.release().catch(() => undefined);
+      }
+    }
+  }
+
+  /** Runs `work` on one dedicated connection (for GET_LOCK, which is held per connection). */
+  async withConnection<T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> {
+    let conn: PoolConnection | undefined;
+    try {
+      conn = await this.pool.getConnection();
+      return await work(conn);
+    } catch (err) {
+      throw isUnavailable(err) ? new StoreUnavailableError() : err;
+    } finally {
+      if (conn !== undefined) await conn.release().catch(() => undefined);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.run(async () => {
+      await this.pool.query('SELECT 1');
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,92 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  customType,
+  datetime,
+  index,
+  int,
+  mysqlEnum,
+  mysqlTable,
+  primaryKey,
+} from 'drizzle-orm/mysql-core';
+
+/**
+ * BINARY(n) as a Buffer. drizzle's own binary/varbinary decode bytes as UTF-8 text, which
+ * corrupts hashes; this keeps them as bytes both ways.
+ */
+const binaryBuffer = customType<{ data: Buffer; driverData: Buffer; config: { length: number } }>({
+  dataType(config) {
+    return `binary(${config?.length ?? 32})`;
+  },
+  toDriver(value) {
+    return value;
+  },
+  fromDriver(value) {
+    return Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
+  },
+});
+
+/**
+ * VARCHAR compared byte for byte. Namespaces and subjects are identifiers: "Alice" and "alice"
+ * are different users, and the server's default collation would fold them together.
+ */
+const binaryCollatedVarchar = customType<{ data: string; driverData: string; config: { length: number } }>({
+  dataType(config) {
+    return `varchar(${config?.length ?? 255}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`;
+  },
+});
+
+/**
+ * A JSON column that parses on read. MariaDB stores JSON as LONGTEXT, so the connector hands
+ * back a string unless it recognised the column as JSON.
+ */
+const jsonValue = <T>() =>
+  customType<{ data: T; driverData: string }>({
+    dataType() {
+      return 'json';
+    },
+    toDriver(value) {
+      return JSON.stringify(value);
+    },
+    fromDriver(value) {
+      return (typeof value === 'string' ? JSON.parse(value) : value) as T;
+    },
+  });
+
+export interface SessionMetadataColumn {
+  ip?: string;
+  userAgent?: string;
+  label?: string;
+}
+
+export const sessions = mysqlTable(
+  'sessions',
+  {
+    namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
+    idHash: binaryBuffer('id_hash', { length: 32 }).notNull(),
+    subject: binaryCollatedVarchar('subject', { length: 255 }),
+    data: jsonValue<Record<string, unknown>>()('data').notNull(),
+    version: bigint('version', { mode: 'number', unsigned: true }).notNull().default(1),
+    state: mysqlEnum('state', ['active', 'revoked']).notNull().default('active'),
+    idleTimeoutSeconds: int('idle_timeout_seconds', { unsigned: true }).notNull(),
+    createdAt: datetime('created_at', { mode: 'date', fsp: 3 }).notNull(),
+    lastSeenAt: datetime('last_seen_at', { mode: 'date', fsp: 3 }).notNull(),
+    idleExpiresAt: datetime('idle_expires_at', { mode: 'date', fsp: 3 }).notNull(),
+    absoluteExpiresAt: datetime('absolute_expires_at', { mode: 'date', fsp: 3 }).notNull(),
+    metadata: jsonValue<SessionMetadataColumn>()('metadata'),
+  },
+  // The sweeper scans idle_expires_at alone: it is never later than absolute_expires_at (touch
+  // caps it) and revoking a session sets it to the revocation time, so one range covers expired
+  // and revoked rows.
+  (t) => [
+    primaryKey({ name: 'sessions_pk', columns: [t.namespace, t.idHash] }),
+    index('sessions_subject_idx').on(t.namespace, t.subject),
+    index('sessions_idle_expires_idx').on(t.idleExpiresAt),
+  ],
+);
+
+export type SessionRow = typeof sessions.$inferSelect;
+export type NewSessionRow = typeof sessions.$inferInsert;
+
+/** The database clock, in the UTC session time zone the pool forces. */
+export const nowSql = sql`UTC_TIMESTAMP(3)`;

@@ -1,0 +1,63 @@
+/** Stable machine codes of the problem+json errors (DESIGN §2). */
+export type ProblemCode =
+  | 'session_not_found'
+  | 'version_mismatch'
+  | 'precondition_required'
+  | 'payload_too_large'
+  | 'invalid_request'
+  | 'unsupported_media_type'
+  | 'unauthorized'
+  | 'rate_limited'
+  | 'route_not_found'
+  | 'store_unavailable'
+  | 'internal_error';
+
+/** An error that knows its HTTP status and problem code; the one error handler turns it into a reply. */
+export class DomainError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ProblemCode,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'DomainError';
+  }
+}
+
+export class SessionNotFoundError extends DomainError {
+  constructor() {
+    super(404, 'session_not_found', 'No live session matches this token or id in your namespace.');
+  }
+}
+
+export class VersionMismatchError extends DomainError {
+  constructor(readonly currentVersion: number) {
+    super(412, 'version_mismatch', 'The session was changed since the version given in If-Match.', { currentVersion });
+  }
+}
+
+export class PreconditionRequiredError extends DomainError {
+  constructor() {
+    super(428, 'precondition_required', 'Replacing session data requires an If-Match header with the current version.');
+  }
+}
+
+export class PayloadTooLargeError extends DomainError {
+  constructor(limitBytes: number) {
+    super(413, 'payload_too_large', `Session data must not exceed ${limitBytes} bytes as JSON.`, { limitBytes });
+  }
+}
+
+export class InvalidRequestError extends DomainError {
+  constructor(message: string) {
+    super(400, 'invalid_request', message);
+  }
+}
+
+/** MariaDB could not be reached in time: the caller should retry later. */
+export class StoreUnavailableError extends DomainError {
+  constructor(readonly retryAfterSeconds = 1) {
+    super(503, 'store_unavailable', 'The session store is temporarily unavailable.');
+  }
+}

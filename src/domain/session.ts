@@ -1,0 +1,89 @@
+/** Session metadata an app server may attach for "your devices" views. */
+export interface SessionMetadata {
+  ip?: string;
+  userAgent?: string;
+  label?: string;
+}
+
+export type SessionData = Record<string, unknown>;
+
+/** A session as the store holds it. Times are absolute instants. */
+export interface SessionRecord {
+  namespace: string;
+  idHash: Buffer;
+  subject: string | null;
+  data: SessionData;
+  version: number;
+  idleTimeoutSeconds: number;
+  createdAt: Date;
+  lastSeenAt: Date;
+  idleExpiresAt: Date;
+  absoluteExpiresAt: Date;
+  metadata: SessionMetadata | null;
+}
+
+/** Addresses one session: the tenant and the hash of its token. */
+export interface SessionKey {
+  namespace: string;
+  idHash: Buffer;
+}
+
+export interface TimeoutLimits {
+  idleTimeoutDefault: number;
+  idleTimeoutMax: number;
+  absoluteTimeoutDefault: number;
+  absoluteTimeoutMax: number;
+}
+
+/** Effective timeouts for a new session: the request's values, or the defaults, capped by the maximums. */
+export function resolveTimeouts(
+  requested: { idleTimeout?: number | undefined; absoluteTimeout?: number | undefined },
+  limits: TimeoutLimits,
+): { idleTimeoutSeconds: number; absoluteTimeoutSeconds: number } {
+  const absolute = Math.min(requested.absoluteTimeout ?? limits.absoluteTimeoutDefault, limits.absoluteTimeoutMax);
+  const idle = Math.min(requested.idleTimeout ?? limits.idleTimeoutDefault, limits.idleTimeoutMax);
+  return { idleTimeoutSeconds: idle, absoluteTimeoutSeconds: absolute };
+}
+
+/** The idle expiry a session gets when it is created or touched at `now`: never past the absolute expiry. */
+export function slidIdleExpiry(now: Date, idleTimeoutSeconds: number, absoluteExpiresAt: Date): Date {
+  return new Date(Math.min(now.getTime() + idleTimeoutSeconds * 1000, absoluteExpiresAt.getTime()));
+}
+
+/** A session is alive while both expiries lie in the future. Checked on every read. */
+export function isLive(session: Pick<SessionRecord, 'idleExpiresAt' | 'absoluteExpiresAt'>, now: Date): boolean {
+  const t = now.getTime();
+  return t < session.idleExpiresAt.getTime() && t < session.absoluteExpiresAt.getTime();
+}
+
+/**
+ * The result of touching a session at `now`: expiry slides forward but never moves backwards
+ * (a max-register), and never passes the absolute expiry.
+ */
+export function touched(session: SessionRecord, now: Date): SessionRecord {
+  const candidate = slidIdleExpiry(now, session.idleTimeoutSeconds, session.absoluteExpiresAt);
+  return {
+    ...session,
+    idleExpiresAt: candidate > session.idleExpiresAt ? candidate : session.idleExpiresAt,
+    lastSeenAt: now > session.lastSeenAt ? now : session.lastSeenAt,
+  };
+}
+
+/**
+ * How far the stored idle expiry may lag behind the true one before a touch must write it.
+ * The configured threshold, but at most a tenth of the idle timeout, so short-lived sessions
+ * still slide.
+ */
+export function persistThresholdMs(idleTimeoutSeconds: number, thresholdSeconds: number): number {
+  return Math.min(thresholdSeconds * 1000, idleTimeoutSeconds * 100);
+}
+
+/** True when a touch moving the idle expiry from `stored` to `next` must be written through. */
+export function touchNeedsWrite(stored: Date, next: Date, thresholdMs: number): boolean {
+  return next.getTime() - stored.getTime() > thresholdMs;
+}
+
+/** The expiry clients see: the earlier of the two. */
+export function expiresAt(session: Pick<SessionRecord, 'idleExpiresAt' | 'absoluteExpiresAt'>): Date {
+  return session.idleExpiresAt < session.absoluteExpiresAt ? session.idleExpiresAt : session.absoluteExpiresAt;
+}

@@ -1,0 +1,33 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/** 32 CSPRNG bytes as base64url: 43 characters, no padding. */
+export const TOKEN_BYTES = 32;
+const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+
+export function generateToken(): string {
+  return randomBytes(TOKEN_BYTES).toString('base64url');
+}
+
+/** True when the string could be a token we issued; anything else is answered 404 without a query. */
+export function isTokenShaped(value: string): boolean {
+  return TOKEN_SHAPE.test(value);
+}
+
+/** SHA-256 of the token: the only form in which a token is ever stored. */
+export function hashToken(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** The public id of a session: base64url of SHA-256(token). Safe to log and show. */
+export function publicIdOf(idHash: Buffer): string {
+  return idHash.toString('base64url');
+}
+
+/** Parses a public id back into the stored hash; null when it cannot be one. */
+export function parsePublicId(id: string): Buffer | null {
+  if (!TOKEN_SHAPE.test(id)) return null;
+  const bytes = Buffer.from(id, 'base64url');
+  // Reject non-canonical encodings (stray low bits in the last character) so one session has one id.
+  if (bytes.length !== TOKEN_BYTES || bytes.toString('base64url') !== id) return null;
+  return bytes;
+}

@@ -1,0 +1,63 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ApiKeyEntry } from '../auth/api-keys.js';
+import { sendProblem } from './problem.js';
+
+export interface Caller {
+  client: string;
+  namespace: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller;
+  }
+}
+
+interface KnownKey {
+  digest: Buffer;
+  caller: Caller;
+}
+
+const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
+
+/**
+ * Resolves `Authorization: Bearer <key>` against the configured key hashes. Every entry is
+ * compared, in constant time, so timing says nothing about which hash came close.
+ */
+export class ApiKeyAuthenticator {
+  private readonly keys: KnownKey[];
+
+  constructor(entries: ApiKeyEntry[]) {
+    this.keys = entries.map((e) => ({ digest: Buffer.from(e.sha256, 'hex'), caller: { client: e.client, namespace: e.namespace } }));
+  }
+
+  identify(header: string | undefined): Caller | null {
+    if (header === undefined) return null;
+    const match = BEARER.exec(header);
+    if (match === null) return null;
+    const digest = createHash('sha256').update(match[1]!, 'utf8').digest();
+    let found: Caller | null = null;
+    for (const key of this.keys) {
+      if (timingSafeEqual(digest, key.digest)) found = key.caller;
+    }
+    return found;
+  }
+
+  /** An onRequest hook for the /v1 routes. */
+  hook() {
+    return async (request: FastifyRequest, reply: FastifyReply) => {
+      const caller = this.identify(request.headers.authorization);
+      if (caller === null) {
+        const presented = request.headers.authorization !== undefined;
+        reply.header(
+          'www-authenticate',
+          presented ? 'Bearer realm="sessiond", error="invalid_token"' : 'Bearer realm="sessiond"',
+        );
+        return sendProblem(reply, 401, 'unauthorized', 'A valid API key is required: Authorization: Bearer <key>.');
+      }
+      request.caller = caller;
+      request.log = request.log.child({ client: caller.client });
+    };
+  }
+}

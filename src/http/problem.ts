@@ -1,0 +1,65 @@
+import { STATUS_CODES } from 'node:http';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { DomainError, StoreUnavailableError, type ProblemCode } from '../domain/errors.js';
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** Sends an RFC 9457 problem document with a stable code. */
+export function sendProblem(
+  reply: FastifyReply,
+  status: number,
+  code: ProblemCode,
+  detail: string,
+  extra: Record<string, unknown> = {},
+): FastifyReply {
+  return reply
+    .code(status)
+    .type(PROBLEM_CONTENT_TYPE)
+    .send({ type: 'about:blank', title: STATUS_CODES[status] ?? 'Error', status, code, detail, ...extra });
+}
+
+/** Fastify's own client errors, mapped to our codes. Their messages are safe to show. */
+function fastifyClientProblem(err: FastifyError): { status: number; code: ProblemCode; detail: string } | null {
+  if (err.validation !== undefined) {
+    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'} ${err.validation[0]?.message ?? 'is invalid'}`.replace(/^(\w+) /, '$1 ') };
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { status: 413, code: 'payload_too_large', detail: 'The request body is too large.' };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return err.statusCode === 415
+        ? { status: 415, code: 'unsupported_media_type', detail: 'Unsupported Content-Type for this operation.' }
+        : { status: 400, code: 'invalid_request', detail: err.message };
+    default:
+      break;
+  }
+  const status = err.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    if (status === 415) return { status, code: 'unsupported_media_type', detail: 'Unsupported Content-Type for this operation.' };
+    // Malformed JSON, empty bodies with a JSON content type, bad headers and the like.
+    return { status: 400, code: 'invalid_request', detail: err instanceof SyntaxError ? 'The body is not valid JSON.' : err.message };
+  }
+  return null;
+}
+
+/** The one error handler: domain errors and client errors pass through; anything else is a logged 500. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err instanceof DomainError) {
+      if (err instanceof StoreUnavailableError) {
+        request.log.warn({ code: err.code }, 'store unavailable');
+        reply.header('retry-after', String(err.retryAfterSeconds));
+      }
+      return sendProblem(reply, err.status, err.code, err.message, err.extra);
+    }
+    const client = fastifyClientProblem(err);
+    if (client !== null) return sendProblem(reply, client.status, client.code, client.detail);
+    request.log.error({ err }, 'unhandled error');
+    return sendProblem(reply, 500, 'internal_error', 'An unexpected error occurred.');
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, 404, 'route_not_found', `No route ${request.method} ${request.url.split('?')[0]}.`),
+  );
+}

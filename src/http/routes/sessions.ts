@@ -1,0 +1,260 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { SessionData, SessionMetadata, SessionRecord } from '../../domain/session.js';
+import { publicIdOf } from '../../domain/token.js';
+import { etagOf, type SessionService } from '../../service/session-service.js';
+import {
+  CreateSessionBody,
+  IdParams,
+  problems,
+  SessionTokenHeaders,
+  WriteHeaders,
+} from '../schemas.js';
+import { sendProblem } from '../problem.js';
+import { sessionView } from '../session-view.js';
+
+export interface SessionRoutesOptions {
+  service: SessionService;
+}
+
+const MERGE_PATCH = 'application/merge-patch+json';
+
+const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' } };
+const ok = (ref: string, description: string) => ({ description, headers: etagHeader, ...Type.Ref(ref) });
+
+const tag = ['sessions'];
+const security = [{ apiKey: [] }];
+
+/** Names the session in this request's logs by its public id, never by its token. */
+function nameSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord): void {
+  const log = request.log.child({ sessionId: publicIdOf(session.idHash) });
+  request.log = log;
+  reply.log = log;
+}
+
+function sendSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord, status = 200) {
+  nameSession(request, reply, session);
+  return reply.code(status).header('etag', etagOf(session.version)).send(sessionView(session));
+}
+
+export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service }) => {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+
+  // Sessions hold credentials: no shared cache may keep a response.
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('cache-control', 'no-store');
+  });
+
+  // RFC 7396 documents arrive as application/merge-patch+json; parse them like JSON.
+  app.addContentTypeParser(MERGE_PATCH, { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+
+  // Create and rotate accept an empty body.
+  const emptyBodyIsObject = async (request: FastifyRequest) => {
+    if (request.body === undefined || request.body === null) request.body = {};
+  };
+
+  app.post(
+    '/sessions',
+    {
+      preValidation: emptyBodyIsObject,
+      schema: {
+        operationId: 'createSession',
+        summary: 'Create a session',
+        description: 'Issues a new token. Only SHA-256(token) is stored; the token is returned this once.',
+        tags: tag,
+        security,
+        body: CreateSessionBody,
+        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...pick(400, 401, 413, 415, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as {
+        data?: SessionData;
+        subject?: string;
+        idleTimeout?: number;
+        absoluteTimeout?: number;
+        metadata?: SessionMetadata;
+      };
+      const issued = await service.create(request.caller.namespace, body);
+      nameSession(request, reply, issued.session);
+      return reply
+        .code(201)
+        .header('etag', etagOf(issued.session.version))
+        .send({ token: issued.token, session: sessionView(issued.session) });
+    },
+  );
+
+  app.get(
+    '/sessions/current',
+    {
+      schema: {
+        operationId: 'getCurrentSession',
+        summary: 'Read the session of a token',
+        tags: tag,
+        security,
+        headers: SessionTokenHeaders,
+        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => sendSession(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
+  );
+
+  app.post(
+    '/sessions/current/touch',
+    {
+      schema: {
+        operationId: 'touchCurrentSession',
+        summary: 'Slide the idle expiry and return the session',
+        description:
+          'The per-request call. The idle expiry becomes min(now + idle timeout, absolute expiry) and never moves backwards. ' +
+          'It is persisted lazily: the stored expiry may lag by at most the touch persist threshold.',
+        tags: tag,
+        security,
+        headers: SessionTokenHeaders,
+        response: { 200: ok('Session', 'The live session after the touch.'), ...pick(400, 401, 404, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
+  );
+
+  app.put(
+    '/sessions/current/data',
+    {
+      schema: {
+        operationId: 'replaceCurrentSessionData',
+        summary: 'Replace the session data (compare-and-set)',
+        description: 'Requires If-Match with the current version; answers 412 with the current version on mismatch.',
+        tags: tag,
+        security,
+        headers: WriteHeaders,
+        body: Type.Ref('SessionData'),
+        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 428, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      if (!isJson(request)) return unsupported(reply, 'application/json');
+      const { 'session-token': token, 'if-match': ifMatch } = request.headers;
+      return sendSession(request, reply, await service.replaceData(request.caller.namespace, token, request.body as SessionData, ifMatch));
+    },
+  );
+
+  app.patch(
+    '/sessions/current/data',
+    {
+      schema: {
+        operationId: 'patchCurrentSessionData',
+        summary: 'Merge-patch the session data (RFC 7396)',
+        description:
+          'Applied atomically inside MariaDB: concurrent patches to different keys all survive. A null value removes a key. ' +
+          'If-Match is honoured when given.',
+        tags: tag,
+        security,
+        headers: WriteHeaders,
+        body: { content: { [MERGE_PATCH]: { schema: Type.Ref('SessionData') } } },
+        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      if (contentTypeOf(request) !== MERGE_PATCH) return unsupported(reply, MERGE_PATCH);
+      const { 'session-token': token, 'if-match': ifMatch } = request.headers;
+      return sendSession(request, reply, await service.patchData(request.caller.namespace, token, request.body as SessionData, ifMatch));
+    },
+  );
+
+  app.delete(
+    '/sessions/current',
+    {
+      schema: {
+        operationId: 'destroyCurrentSession',
+        summary: 'Destroy the session (log out)',
+        description: 'Idempotent: 204 whether or not the session was live. The token is dead afterwards.',
+        tags: tag,
+        security,
+        headers: SessionTokenHeaders,
+        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...pick(400, 401, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      await service.destroy(request.caller.namespace, request.headers['session-token']);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/sessions/current/rotate',
+    {
+      preValidation: emptyBodyIsObject,
+      schema: {
+        operationId: 'rotateCurrentSession',
+        summary: 'Issue a new token for the session; the old one dies',
+        description:
+          'Defends against session fixation on login or privilege change. Data, subject, version and absolute expiry carry over; ' +
+          'the new id starts a fresh idle period. One transaction.',
+        tags: tag,
+        security,
+        headers: SessionTokenHeaders,
+        body: Type.Object({}, { additionalProperties: false }),
+        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...pick(400, 401, 404, 415, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      const issued = await service.rotate(request.caller.namespace, request.headers['session-token']);
+      nameSession(request, reply, issued.session);
+      return reply
+        .code(201)
+        .header('etag', etagOf(issued.session.version))
+        .send({ token: issued.token, session: sessionView(issued.session) });
+    },
+  );
+
+  app.get(
+    '/sessions/:id',
+    {
+      schema: {
+        operationId: 'getSessionById',
+        summary: 'Read a session by its public id',
+        tags: tag,
+        security,
+        params: IdParams,
+        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => sendSession(request, reply, await service.getById(request.caller.namespace, request.params.id)),
+  );
+
+  app.delete(
+    '/sessions/:id',
+    {
+      schema: {
+        operationId: 'revokeSessionById',
+        summary: 'Revoke a session by its public id',
+        description: 'Idempotent: 204 whether or not the session was live.',
+        tags: tag,
+        security,
+        params: IdParams,
+        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...pick(400, 401, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      await service.destroyById(request.caller.namespace, request.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+};
+
+function pick<K extends keyof typeof problems>(...codes: K[]): Pick<typeof problems, K> {
+  return Object.fromEntries(codes.map((c) => [c, problems[c]])) as Pick<typeof problems, K>;
+}
+
+function contentTypeOf(request: FastifyRequest): string {
+  return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+function isJson(request: FastifyRequest): boolean {
+  return contentTypeOf(request) === 'application/json';
+}
+
+function unsupported(reply: FastifyReply, expected: string) {
+  return sendProblem(reply, 415, 'unsupported_media_type', `This operation takes Content-Type: ${expected}.`);
+}

@@ -1,0 +1,118 @@
+import { Type } from 'typebox';
+
+/** Route schemas: they validate input, make serialization fast, and are the source of openapi.yaml. */
+
+export const SessionMetadataSchema = Type.Object(
+  {
+    ip: Type.Optional(Type.String({ maxLength: 64, description: 'Client IP address as the app server saw it.' })),
+    userAgent: Type.Optional(Type.String({ maxLength: 512, description: 'Browser user agent.' })),
+    label: Type.Optional(Type.String({ maxLength: 128, description: 'Free text, for example a device name.' })),
+  },
+  { additionalProperties: false, $id: 'SessionMetadata', description: 'Shown in device lists; never used for decisions.' },
+);
+
+export const SessionDataSchema = Type.Object(
+  {},
+  {
+    additionalProperties: true,
+    $id: 'SessionData',
+    description: 'Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON).',
+    examples: [{ userId: 42, cart: ['sku-1'] }],
+  },
+);
+
+export const SessionSchema = Type.Object(
+  {
+    id: Type.String({ description: 'Public id: base64url SHA-256 of the token. Safe to log and show.', examples: ['n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg'] }),
+    subject: Type.Union([Type.String(), Type.Null()], { description: 'The user this session belongs to, if any.' }),
+    data: Type.Ref('SessionData'),
+    version: Type.Integer({ minimum: 1, description: 'Data version; also sent as the strong ETag `"<version>"`.' }),
+    createdAt: Type.String({ format: 'date-time' }),
+    lastSeenAt: Type.String({ format: 'date-time' }),
+    expiresAt: Type.String({ format: 'date-time', description: 'When the session expires unless touched (never after absoluteExpiresAt).' }),
+    absoluteExpiresAt: Type.String({ format: 'date-time', description: 'Hard end of the session; touch never moves it.' }),
+    metadata: Type.Union([Type.Ref('SessionMetadata'), Type.Null()]),
+  },
+  { additionalProperties: false, $id: 'Session' },
+);
+
+export const IssuedSessionSchema = Type.Object(
+  {
+    token: Type.String({
+      description: 'The bearer secret for the browser cookie (43 base64url characters). Returned only here; never stored.',
+      examples: ['q3B1Zm9yZXZlci1hbmQtZXZlci1hbmQtZXZlci0xMjM'],
+    }),
+    session: Type.Ref('Session'),
+  },
+  { additionalProperties: false, $id: 'IssuedSession' },
+);
+
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String({ description: 'Always "about:blank"; `code` is the machine-readable kind.' }),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String({
+      description: 'Stable machine code.',
+      enum: [
+        'session_not_found',
+        'version_mismatch',
+        'precondition_required',
+        'payload_too_large',
+        'invalid_request',
+        'unsupported_media_type',
+        'unauthorized',
+        'rate_limited',
+        'route_not_found',
+        'store_unavailable',
+        'internal_error',
+      ],
+    }),
+    detail: Type.Optional(Type.String()),
+    currentVersion: Type.Optional(Type.Integer({ description: 'With version_mismatch: the current version.' })),
+    limitBytes: Type.Optional(Type.Integer({ description: 'With payload_too_large: the data size limit.' })),
+  },
+  { additionalProperties: false, $id: 'Problem' },
+);
+
+export const CreateSessionBody = Type.Object(
+  {
+    data: Type.Optional(Type.Ref('SessionData')),
+    subject: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'User identifier, indexed.' })),
+    idleTimeout: Type.Optional(Type.Integer({ minimum: 1, description: 'Seconds; capped by the configured maximum.' })),
+    absoluteTimeout: Type.Optional(Type.Integer({ minimum: 1, description: 'Seconds; capped by the configured maximum.' })),
+    metadata: Type.Optional(Type.Ref('SessionMetadata')),
+  },
+  { additionalProperties: false, examples: [{ data: { userId: 42 }, subject: 'user-42', idleTimeout: 1800, metadata: { ip: '203.0.113.7', userAgent: 'Mozilla/5.0', label: 'Firefox on Linux' } }] },
+);
+
+export const SessionTokenHeaders = Type.Object({
+  'session-token': Type.String({ description: 'The session token (never put it in the URL).' }),
+});
+
+export const WriteHeaders = Type.Object({
+  'session-token': Type.String({ description: 'The session token (never put it in the URL).' }),
+  'if-match': Type.Optional(Type.String({ description: 'Strong ETag of the version the change is based on, e.g. "3", or *.' })),
+});
+
+export const IdParams = Type.Object({
+  id: Type.String({ description: 'Public session id.' }),
+});
+
+export const sharedSchemas = [SessionMetadataSchema, SessionDataSchema, SessionSchema, IssuedSessionSchema, ProblemSchema];
+
+const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: Type.Ref('Problem') } } });
+
+/** Problem responses, reused across routes so openapi.yaml lists each one. */
+export const problems = {
+  400: problem('Invalid request (`invalid_request`).'),
+  401: problem('Missing or unknown API key (`unauthorized`).'),
+  404: problem('No live session for this token or id in your namespace (`session_not_found`).'),
+  412: problem('If-Match does not name the current version (`version_mismatch`).'),
+  413: problem('Session data larger than the limit (`payload_too_large`).'),
+  415: problem('Wrong content type (`unsupported_media_type`).'),
+  428: problem('If-Match is required (`precondition_required`).'),
+  429: problem('Too many requests (`rate_limited`).'),
+  500: problem('Unexpected error (`internal_error`).'),
+  503: problem('MariaDB unavailable (`store_unavailable`); retry after `Retry-After` seconds.'),
+} as const;
