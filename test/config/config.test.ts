@@ -1,0 +1,86 @@
+import t, { type Test } from 'tap';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { mintApiKey } from '../../src/auth/api-keys.js';
+
+const dir = t.testdir({});
+const keysFile = path.join(dir, 'keys.json');
+writeFileSync(keysFile, JSON.stringify([mintApiKey('app', 'ns').entry]));
+const base = { DATABASE_URL: 'mysql://u:secret@127.0.0.1:3306/sessiond', API_KEYS_FILE: keysFile };
+
+function failsOn(t: Test, env: Record<string, string>, variable: string) {
+  try {
+    loadConfig(env);
+    t.fail(`expected a ConfigError naming ${variable}`);
+  } catch (err) {
+    t.type(err, ConfigError);
+    t.equal((err as ConfigError).variable, variable);
+    t.match((err as Error).message, new RegExp(`^${variable}: `), 'the message names the variable');
+    t.notMatch((err as Error).message, /secret/, 'never echoes the database password');
+  }
+}
+
+t.test('defaults', async (t) => {
+  const c = loadConfig(base);
+  t.equal(c.host, '0.0.0.0');
+  t.equal(c.port, 8080);
+  t.equal(c.logLevel, 'info');
+  t.equal(c.sessions.idleTimeoutDefault, 1800);
+  t.equal(c.sessions.absoluteTimeoutDefault, 43_200);
+  t.equal(c.sessions.dataMaxBytes, 65_536);
+  t.equal(c.apiKeys.length, 1);
+  t.equal(c.redisUrl, undefined);
+});
+
+t.test('overrides are read', async (t) => {
+  const c = loadConfig({ ...base, PORT: '9000', HOST: '127.0.0.1', SESSION_IDLE_TIMEOUT_SECONDS: '60', SWEEPER_BATCH_SIZE: '10', REDIS_URL: 'redis://127.0.0.1:6380' });
+  t.equal(c.port, 9000);
+  t.equal(c.host, '127.0.0.1');
+  t.equal(c.sessions.idleTimeoutDefault, 60);
+  t.equal(c.sweeper.batchSize, 10);
+  t.equal(c.redisUrl, 'redis://127.0.0.1:6380');
+});
+
+t.test('each bad value names its variable', async (t) => {
+  failsOn(t, { API_KEYS_FILE: keysFile }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'postgres://u:secret@h/db' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'mysql://u:secret@h:3306/' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'not a url secret' }, 'DATABASE_URL');
+  failsOn(t, { ...base, PORT: '80a' }, 'PORT');
+  failsOn(t, { ...base, PORT: '70000' }, 'PORT');
+  failsOn(t, { ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL');
+  failsOn(t, { ...base, REDIS_URL: 'http://x' }, 'REDIS_URL');
+  failsOn(t, { ...base, SESSION_DATA_MAX_BYTES: '-1' }, 'SESSION_DATA_MAX_BYTES');
+  failsOn(t, { ...base, SESSION_IDLE_TIMEOUT_SECONDS: '100', SESSION_IDLE_TIMEOUT_MAX_SECONDS: '50' }, 'SESSION_IDLE_TIMEOUT_SECONDS');
+  failsOn(t, { ...base, SESSION_ABSOLUTE_TIMEOUT_SECONDS: '0' }, 'SESSION_ABSOLUTE_TIMEOUT_SECONDS');
+  failsOn(t, { ...base, SWEEPER_INTERVAL_SECONDS: 'often' }, 'SWEEPER_INTERVAL_SECONDS');
+});
+
+t.test('the service refuses to start without a usable key', async (t) => {
+  failsOn(t, { DATABASE_URL: base.DATABASE_URL }, 'API_KEYS_FILE');
+  failsOn(t, { ...base, API_KEYS_FILE: path.join(dir, 'missing.json') }, 'API_KEYS_FILE');
+  const cases: Record<string, string> = {
+    empty: '[]',
+    notJson: '{',
+    notArray: '{}',
+    badHash: JSON.stringify([{ client: 'a', namespace: 'n', sha256: 'abc' }]),
+    badNamespace: JSON.stringify([{ client: 'a', namespace: 'has space', sha256: 'a'.repeat(64) }]),
+    noClient: JSON.stringify([{ namespace: 'n', sha256: 'a'.repeat(64) }]),
+    duplicate: JSON.stringify([
+      { client: 'a', namespace: 'n', sha256: 'a'.repeat(64) },
+      { client: 'b', namespace: 'n', sha256: 'A'.repeat(64) },
+    ]),
+  };
+  for (const [name, text] of Object.entries(cases)) {
+    const file = path.join(dir, `${name}.json`);
+    writeFileSync(file, text);
+    failsOn(t, { ...base, API_KEYS_FILE: file }, 'API_KEYS_FILE');
+  }
+});
+
+t.test('several entries per client are allowed (key rotation)', async (t) => {
+  const file = path.join(dir, 'rotation.json');
+  writeFileSync(file, JSON.stringify([mintApiKey('app', 'ns').entry, mintApiKey('app', 'ns').entry]));
+  t.equal(loadConfig({ ...base, API_KEYS_FILE: file }).apiKeys.length, 2);
+});

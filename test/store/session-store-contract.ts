@@ -1,0 +1,222 @@
+import { randomBytes } from 'node:crypto';
+import type { Test } from 'tap';
+import type { SessionRecord } from '../../src/domain/session.js';
+import type { SessionStore } from '../../src/store/session-store.js';
+
+/** What every store implementation promises; run against each backend (DESIGN §5). */
+export interface ContractSubject {
+  store: SessionStore;
+  /** The touch write-behind threshold the store was built with, in seconds. */
+  touchPersistThresholdSeconds: number;
+}
+
+const SECOND = 1000;
+
+export function newRecord(now: Date, overrides: Partial<SessionRecord> = {}): SessionRecord {
+  return {
+    namespace: 'ns-a',
+    idHash: randomBytes(32),
+    subject: 'user-1',
+    data: { cart: ['sku-1'], n: 1 },
+    version: 1,
+    idleTimeoutSeconds: 1800,
+    createdAt: now,
+    lastSeenAt: now,
+    idleExpiresAt: new Date(now.getTime() + 1800 * SECOND),
+    absoluteExpiresAt: new Date(now.getTime() + 12 * 3600 * SECOND),
+    metadata: { ip: '203.0.113.7', userAgent: 'UA/1.0', label: 'laptop' },
+    ...overrides,
+  };
+}
+
+const at = (base: Date, seconds: number) => new Date(base.getTime() + seconds * SECOND);
+
+export function sessionStoreContract(t: Test, make: (t: Test) => Promise<ContractSubject>): void {
+  // Whole milliseconds: DATETIME(3) keeps exactly that much.
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000);
+
+  t.test('a created session reads back exactly as written', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: { nested: { a: [1, 'two', null, true] }, unicode: 'Grüße ✓' } });
+    await store.create(s);
+    const got = await store.get(s, at(t0, 1));
+    t.same(got, s);
+    t.ok(got!.idHash.equals(s.idHash), 'hash bytes survive the round trip');
+  });
+
+  t.test('unknown ids and other namespaces read as null', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    t.equal(await store.get({ namespace: 'ns-a', idHash: randomBytes(32) }, t0), null);
+    t.equal(await store.get({ namespace: 'ns-b', idHash: s.idHash }, t0), null);
+    t.equal(await store.get({ namespace: 'NS-A', idHash: s.idHash }, t0), null, 'namespaces are case-sensitive');
+  });
+
+  t.test('a session is dead from its idle or absolute expiry on', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { idleExpiresAt: at(t0, 10), absoluteExpiresAt: at(t0, 20) });
+    await store.create(s);
+    t.not(await store.get(s, at(t0, 9.999)), null);
+    t.equal(await store.get(s, at(t0, 10)), null, 'idle expiry is exclusive');
+    const long = newRecord(t0, { idleExpiresAt: at(t0, 30), absoluteExpiresAt: at(t0, 30) });
+    await store.create(long);
+    t.equal(await store.get(long, at(t0, 30)), null, 'absolute expiry is exclusive');
+    t.equal(await store.touch(s, at(t0, 11)), null, 'an expired session cannot be touched back to life');
+    t.equal(await store.get(s, at(t0, 11)), null, 'the failed touch did not resurrect it');
+  });
+
+  t.test('touch slides the idle expiry forward and persists it past the threshold', async (t) => {
+    const { store, touchPersistThresholdSeconds: th } = await make(t);
+    const s = newRecord(t0, { idleTimeoutSeconds: 1800 });
+    await store.create(s);
+    const later = at(t0, th + 5);
+    const touched = await store.touch(s, later);
+    t.same(touched?.idleExpiresAt, at(later, 1800));
+    t.same(touched?.lastSeenAt, later);
+    const read = await store.get(s, later);
+    t.same(read?.idleExpiresAt, at(later, 1800), 'the new expiry was written');
+    t.equal(read?.version, 1, 'touch never bumps the version');
+  });
+
+  t.test('touch never moves the expiry backwards and never past the absolute expiry', async (t) => {
+    const { store, touchPersistThresholdSeconds: th } = await make(t);
+    const s = newRecord(t0, { idleTimeoutSeconds: 600, idleExpiresAt: at(t0, 600), absoluteExpiresAt: at(t0, 3 * th + 700) });
+    await store.create(s);
+    const forward = await store.touch(s, at(t0, 2 * th + 10));
+    t.same(forward?.idleExpiresAt, at(t0, 2 * th + 610));
+    const earlier = await store.touch(s, at(t0, th + 10));
+    t.same(earlier?.idleExpiresAt, at(t0, 2 * th + 610), 'a late-arriving older touch does not shorten it');
+    const capped = await store.touch(s, at(t0, 2 * th + 300));
+    t.same(capped?.idleExpiresAt, s.absoluteExpiresAt, 'capped at the absolute expiry');
+    t.same((await store.get(s, at(t0, 2 * th + 300)))?.idleExpiresAt, s.absoluteExpiresAt);
+  });
+
+  t.test('touches within the threshold do not lower what is stored', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    const touched = await store.touch(s, at(t0, 1));
+    t.ok(touched!.idleExpiresAt >= s.idleExpiresAt);
+    const read = await store.get(s, at(t0, 1));
+    t.ok(read!.idleExpiresAt >= s.idleExpiresAt);
+  });
+
+  t.test('replaceData is compare-and-set on the version', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    const ok = await store.replaceData(s, { v: 2 }, { any: false, versions: [1] }, t0);
+    t.equal(ok.kind, 'ok');
+    t.same(ok.kind === 'ok' && ok.session.data, { v: 2 });
+    t.equal(ok.kind === 'ok' && ok.session.version, 2);
+    t.same(await store.replaceData(s, { v: 3 }, { any: false, versions: [1] }, t0), { kind: 'version_mismatch', currentVersion: 2 });
+    t.same(await store.replaceData(s, { v: 3 }, { any: false, versions: [] }, t0), { kind: 'version_mismatch', currentVersion: 2 });
+    const anyVersion = await store.replaceData(s, { v: 3 }, { any: true }, t0);
+    t.equal(anyVersion.kind === 'ok' && anyVersion.session.version, 3);
+    t.same(await store.replaceData({ namespace: 'ns-a', idHash: randomBytes(32) }, {}, { any: true }, t0), { kind: 'not_found' });
+    t.same((await store.get(s, t0))?.data, { v: 3 });
+  });
+
+  t.test('concurrent replaces with the same version: exactly one wins', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => store.replaceData(s, { writer: i }, { any: false, versions: [1] }, t0)),
+    );
+    const winners = results.filter((r) => r.kind === 'ok');
+    t.equal(winners.length, 1, 'one winner');
+    t.equal(results.filter((r) => r.kind === 'version_mismatch').length, 7, 'the rest lose with 412');
+    const final = await store.get(s, t0);
+    t.same(final?.data, winners[0]!.kind === 'ok' ? winners[0]!.session.data : null, 'the final state is the winner');
+  });
+
+  t.test('patchData merges per RFC 7396, atomically', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: { keep: 1, drop: 2, nested: { a: 1, b: 2 } } });
+    await store.create(s);
+    const r = await store.patchData(s, { drop: null, nested: { b: null, c: 3 }, added: [1] }, undefined, 65536, t0);
+    t.same(r.kind === 'ok' && r.session.data, { keep: 1, nested: { a: 1, c: 3 }, added: [1] });
+    t.equal(r.kind === 'ok' && r.session.version, 2);
+    t.same(await store.patchData(s, { x: 1 }, { any: false, versions: [1] }, 65536, t0), { kind: 'version_mismatch', currentVersion: 2 });
+    const conditional = await store.patchData(s, { x: 1 }, { any: false, versions: [2] }, 65536, t0);
+    t.equal(conditional.kind, 'ok');
+  });
+
+  t.test('concurrent patches to different keys all survive', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: {} });
+    await store.create(s);
+    const n = 12;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => store.patchData(s, { [`k${i}`]: i }, undefined, 65536, t0)));
+    t.ok(results.every((r) => r.kind === 'ok'));
+    const final = await store.get(s, t0);
+    t.same(final?.data, Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i])));
+    t.equal(final?.version, n + 1, 'each patch bumped the version once');
+  });
+
+  t.test('a patch that would exceed the size limit is refused and changes nothing', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: { a: 'x'.repeat(100) } });
+    await store.create(s);
+    t.same(await store.patchData(s, { b: 'y'.repeat(200) }, undefined, 256, t0), { kind: 'too_large' });
+    const read = await store.get(s, t0);
+    t.same(read?.data, { a: 'x'.repeat(100) });
+    t.equal(read?.version, 1);
+  });
+
+  t.test('destroy kills the session for good and is idempotent', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    t.equal(await store.destroy(s, t0), true);
+    t.equal(await store.get(s, t0), null);
+    t.equal(await store.destroy(s, t0), false, 'a second destroy finds nothing');
+    t.equal(await store.touch(s, t0), null);
+    t.same(await store.replaceData(s, {}, { any: true }, t0), { kind: 'not_found' });
+    t.same(await store.patchData(s, { a: 1 }, undefined, 65536, t0), { kind: 'not_found' });
+    t.equal(await store.rotate(s, randomBytes(32), t0), null);
+  });
+
+  t.test('rotate moves the session to a new id and kills the old one', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    await store.replaceData(s, { v: 'x' }, { any: true }, t0);
+    const newHash = randomBytes(32);
+    const later = at(t0, 5);
+    const rotated = await store.rotate(s, newHash, later);
+    t.ok(rotated);
+    t.equal(await store.get(s, later), null, 'old id is dead');
+    const read = await store.get({ namespace: s.namespace, idHash: newHash }, later);
+    t.same(read?.data, { v: 'x' });
+    t.equal(read?.version, 2);
+    t.equal(read?.subject, s.subject);
+    t.same(read?.absoluteExpiresAt, s.absoluteExpiresAt, 'absolute expiry carries over');
+    t.same(read?.createdAt, s.createdAt);
+    t.same(read?.idleExpiresAt, at(later, s.idleTimeoutSeconds));
+  });
+
+  t.test('two concurrent rotations of one session: exactly one succeeds', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    const [a, b] = await Promise.all([store.rotate(s, randomBytes(32), t0), store.rotate(s, randomBytes(32), t0)]);
+    t.equal([a, b].filter((r) => r !== null).length, 1);
+  });
+
+  t.test('sweepBatch deletes expired and revoked rows in batches and keeps live ones', async (t) => {
+    const { store } = await make(t);
+    const expired = Array.from({ length: 5 }, () => newRecord(t0, { idleExpiresAt: at(t0, 1), absoluteExpiresAt: at(t0, 100) }));
+    const live = Array.from({ length: 3 }, () => newRecord(t0));
+    for (const s of [...expired, ...live]) await store.create(s);
+    await store.destroy(live[2]!, at(t0, 1));
+    const before = at(t0, 10);
+    t.equal(await store.sweepBatch(before, 4), 4, 'a batch is bounded');
+    t.equal(await store.sweepBatch(before, 4), 2, 'then the rest, the revoked one included');
+    t.equal(await store.sweepBatch(before, 4), 0);
+    t.not(await store.get(live[0]!, at(t0, 10)), null);
+    t.not(await store.get(live[1]!, at(t0, 10)), null);
+  });
+}
