@@ -15,5 +15,4 @@ CREATE TABLE `sessions` (
 );
 --> statement-breakpoint
 CREATE INDEX `sessions_subject_idx` ON `sessions` (`namespace`,`subject`);--> statement-breakpoint
-CREATE INDEX `sessions_absolute_expires_idx` ON `sessions` (`absolute_expires_at`);--> statement-breakpoint
 CREATE INDEX `sessions_idle_expires_idx` ON `sessions` (`idle_expires_at`);

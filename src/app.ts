@@ -48,7 +48,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
     // Data is capped at dataMaxBytes as stored JSON; leave room for escaping and the envelope.
     bodyLimit: config.sessions.dataMaxBytes * 4 + 16 * 1024,
-    requestIdHeader: 'x-request-id',
+    // genReqId reads x-request-id itself so that only well-formed ids are echoed into logs.
+    requestIdHeader: false,
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();

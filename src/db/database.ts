@@ -51,11 +51,21 @@ const UNAVAILABLE_CODES = new Set([
 
 /** True for errors that mean "MariaDB cannot answer now" rather than "this query is wrong". */
 export function isUnavailable(err: unknown): boolean {
-  if (err instanceof StoreUnavailableError) return true;
-  const e = err as { code?: string; fatal?: boolean; errno?: number };
-  if (typeof e !== 'object' || e === null) return false;
-  // 1969: max_statement_time exceeded (the pool's queryTimeout).
-  return e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969;
+  // drizzle wraps driver errors (DrizzleQueryError); the driver's error is the cause.
+  for (let e = err as { code?: string; fatal?: boolean; errno?: number; cause?: unknown } | undefined, depth = 0; depth < 4; depth++) {
+    if (typeof e !== 'object' || e === null) return false;
+    if (e instanceof StoreUnavailableError) return true;
+    // 1969: max_statement_time exceeded (the pool's queryTimeout).
+    if (e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969) return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
+/** The driver's errno behind a (possibly drizzle-wrapped) error. */
+function errnoOf(err: unknown): number | undefined {
+  const e = err as { errno?: number; cause?: { errno?: number } } | undefined;
+  return e?.errno ?? e?.cause?.errno;
 }
 
 const DEADLOCK_ERRNO = 1213;
@@ -112,7 +122,7 @@ export class Database {
         return result;
       } catch (err) {
         if (conn !== undefined) await conn.rollback().catch(() => undefined);
-        if ((err as { errno?: number }).errno === DEADLOCK_ERRNO && attempt < attempts) continue;
+        if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts) continue;
         throw isUnavailable(err) ? new StoreUnavailableError() : err;
       } finally {
         if (conn !== undefined) await conn.release().catch(() => undefined);

@@ -65,7 +65,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         body: CreateSessionBody,
-        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...pick(400, 401, 413, 415, 429, 500, 503) },
+        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...pick(400, 401, 413, 415, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -94,7 +94,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 429, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
@@ -112,7 +112,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session after the touch.'), ...pick(400, 401, 404, 429, 500, 503) },
+        response: { 200: ok('Session', 'The live session after the touch.'), ...pick(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
@@ -121,6 +121,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
   app.put(
     '/sessions/current/data',
     {
+      preValidation: requireContentType('application/json'),
       schema: {
         operationId: 'replaceCurrentSessionData',
         summary: 'Replace the session data (compare-and-set)',
@@ -129,11 +130,10 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: Type.Ref('SessionData'),
-        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 428, 429, 500, 503) },
+        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 428, 500, 503) },
       },
     },
     async (request, reply) => {
-      if (!isJson(request)) return unsupported(reply, 'application/json');
       const { 'session-token': token, 'if-match': ifMatch } = request.headers;
       return sendSession(request, reply, await service.replaceData(request.caller.namespace, token, request.body as SessionData, ifMatch));
     },
@@ -142,6 +142,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
   app.patch(
     '/sessions/current/data',
     {
+      preValidation: requireContentType(MERGE_PATCH),
       schema: {
         operationId: 'patchCurrentSessionData',
         summary: 'Merge-patch the session data (RFC 7396)',
@@ -152,11 +153,10 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: { content: { [MERGE_PATCH]: { schema: Type.Ref('SessionData') } } },
-        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 429, 500, 503) },
+        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 500, 503) },
       },
     },
     async (request, reply) => {
-      if (contentTypeOf(request) !== MERGE_PATCH) return unsupported(reply, MERGE_PATCH);
       const { 'session-token': token, 'if-match': ifMatch } = request.headers;
       return sendSession(request, reply, await service.patchData(request.caller.namespace, token, request.body as SessionData, ifMatch));
     },
@@ -172,7 +172,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...pick(400, 401, 429, 500, 503) },
+        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...pick(400, 401, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -195,7 +195,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: SessionTokenHeaders,
         body: Type.Object({}, { additionalProperties: false }),
-        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...pick(400, 401, 404, 415, 429, 500, 503) },
+        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...pick(400, 401, 404, 415, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -217,7 +217,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 429, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.getById(request.caller.namespace, request.params.id)),
@@ -233,7 +233,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...pick(400, 401, 429, 500, 503) },
+        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...pick(400, 401, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -251,10 +251,11 @@ function contentTypeOf(request: FastifyRequest): string {
   return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
-function isJson(request: FastifyRequest): boolean {
-  return contentTypeOf(request) === 'application/json';
-}
-
-function unsupported(reply: FastifyReply, expected: string) {
-  return sendProblem(reply, 415, 'unsupported_media_type', `This operation takes Content-Type: ${expected}.`);
+/** Answers 415 before validation when the body is not of the one type the operation takes. */
+function requireContentType(expected: string) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    if (contentTypeOf(request) !== expected) {
+      return sendProblem(reply, 415, 'unsupported_media_type', `This operation takes Content-Type: ${expected}.`);
+    }
+  };
 }

@@ -1,0 +1,36 @@
+import t from 'tap';
+import { buildApp } from '../../src/app.js';
+import { freePort } from '../../src/devstack/processes.js';
+import { auth, testConfig } from '../helpers/app.js';
+
+// Nothing listens on this port: every MariaDB connection attempt is refused at once.
+const port = await freePort();
+const config = testConfig(`mysql://root@127.0.0.1:${port}/nowhere`, {
+  db: { poolSize: 2, acquireTimeoutMs: 300, queryTimeoutMs: 300, connectTimeoutMs: 300 },
+});
+const app = await buildApp(config, { logger: false });
+t.teardown(() => app.close());
+
+t.test('MariaDB down: calls answer 503 store_unavailable with Retry-After, quickly', async (t) => {
+  const started = Date.now();
+  const create = await app.inject({ method: 'POST', url: '/v1/sessions', headers: { ...auth(), 'content-type': 'application/json' }, payload: '{}' });
+  t.equal(create.statusCode, 503);
+  t.equal(create.json().code, 'store_unavailable');
+  t.match(create.headers['content-type'], /application\/problem\+json/);
+  t.equal(create.headers['retry-after'], '1');
+  const read = await app.inject({ method: 'GET', url: '/v1/sessions/current', headers: { ...auth(), 'session-token': 'A'.repeat(43) } });
+  t.equal(read.statusCode, 503, 'a cache miss cannot be proven valid: 503, never a guess');
+  t.ok(Date.now() - started < 3000, `answered within the configured timeouts (${Date.now() - started} ms)`);
+  t.notMatch(create.body, /ECONNREFUSED|127\.0\.0\.1/, 'driver details never reach the client');
+});
+
+t.test('a token of the wrong shape is answered 404 without a database query', async (t) => {
+  const res = await app.inject({ method: 'GET', url: '/v1/sessions/current', headers: { ...auth(), 'session-token': 'short' } });
+  t.equal(res.statusCode, 404, 'not 503: the store was never asked');
+  t.equal(res.json().code, 'session_not_found');
+});
+
+t.test('readiness reports MariaDB unreachable, liveness stays up', async (t) => {
+  t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+  t.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+});
