@@ -643,67 +643,56 @@ export function pingRedis(port: number, timeoutMs = 1_000, host = LOOPBACK): Pro
   return pingRedisDetailed(port, timeoutMs, host).then((r) => r.ok);
 }
 
-function pingRedisDetailed(port: number, timeoutMs: number, host = LOOPBACK): Promise<ProbeResult> {
+type RedisReply = { ok: true; reply: string } | { ok: false; error: string };
+
+/**
+ * Sends one command over a raw socket and reads one reply (a simple string, an error or a bulk
+ * string). Raw on purpose: a probe must not queue or retry the way a client library does.
+ */
+function rawRedisCommand(port: number, args: string[], timeoutMs: number, host = LOOPBACK): Promise<RedisReply> {
   return new Promise((resolve) => {
     const socket = net.createConnection({ host, port });
-    let buffer = '';
+    let buffer = Buffer.alloc(0);
     let settled = false;
-    const finish = (result: ProbeResult) => {
+    const finish = (result: RedisReply) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       socket.destroy();
       resolve(result);
     };
-    const timer = setTimeout(() => finish({ ok: false, error: `no PING reply within ${timeoutMs} ms` }), timeoutMs);
-    socket.on('connect', () => socket.write('*1\r\n$4\r\nPING\r\n'));
+    const timer = setTimeout(() => finish({ ok: false, error: `no ${args[0]} reply within ${timeoutMs} ms` }), timeoutMs);
+    socket.on('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
     socket.on('data', (chunk) => {
-      buffer += chunk.toString('latin1');
+      buffer = Buffer.concat([buffer, chunk]);
       const end = buffer.indexOf('\r\n');
-      if (end >= 0) {
-        const line = buffer.slice(0, end);
-        finish(line === '+PONG' ? { ok: true } : { ok: false, error: `PING answered ${line}` });
-      }
+      if (end < 0) return;
+      const header = buffer.subarray(0, end).toString('latin1');
+      if (header.startsWith('+')) return finish({ ok: true, reply: header.slice(1) });
+      if (!header.startsWith('$')) return finish({ ok: false, error: `${args[0]} answered ${header}` }); // e.g. -LOADING
+      const length = Number(header.slice(1));
+      if (buffer.length < end + 2 + length) return;
+      finish({ ok: true, reply: buffer.subarray(end + 2, end + 2 + length).toString('utf8') });
     });
     socket.on('error', (err) => finish({ ok: false, error: err.message }));
     socket.on('close', () => finish({ ok: false, error: 'connection closed' }));
   });
 }
 
+async function pingRedisDetailed(port: number, timeoutMs: number, host = LOOPBACK): Promise<ProbeResult> {
+  const r = await rawRedisCommand(port, ['PING'], timeoutMs, host);
+  if (!r.ok) return r;
+  return r.reply === 'PONG' ? { ok: true } : { ok: false, error: `PING answered ${r.reply}` };
+}
+
 /** Readiness: `INFO server` answers and its process_id is our child's pid (not another Redis). */
-function redisProbe(port: number, expectedPid: number, timeoutMs = 1_000): Promise<ProbeResult> {
-  return new Promise((resolve) => {
-    const socket = net.createConnection({ host: LOOPBACK, port });
-    let buffer = Buffer.alloc(0);
-    let settled = false;
-    const finish = (result: ProbeResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    };
-    const timer = setTimeout(() => finish({ ok: false, error: `no INFO reply within ${timeoutMs} ms` }), timeoutMs);
-    socket.on('connect', () => socket.write('*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n'));
-    socket.on('data', (chunk) => {
-      buffer = Buffer.concat([buffer, chunk]);
-      const end = buffer.indexOf('\r\n');
-      if (end < 0) return;
-      const header = buffer.subarray(0, end).toString('latin1');
-      if (!header.startsWith('$')) return finish({ ok: false, error: `INFO answered ${header}` }); // e.g. -LOADING
-      const length = Number(header.slice(1));
-      if (buffer.length < end + 2 + length) return;
-      const info = buffer.subarray(end + 2, end + 2 + length).toString('utf8');
-      const pid = Number(/^process_id:(\d+)/m.exec(info)?.[1]);
-      finish(
-        pid === expectedPid
-          ? { ok: true }
-          : { ok: false, error: `port ${port} is answered by another Redis (pid ${pid}, ours is ${expectedPid})`, fatal: true },
-      );
-    });
-    socket.on('error', (err) => finish({ ok: false, error: err.message }));
-    socket.on('close', () => finish({ ok: false, error: 'connection closed' }));
-  });
+async function redisProbe(port: number, expectedPid: number, timeoutMs = 1_000): Promise<ProbeResult> {
+  const r = await rawRedisCommand(port, ['INFO', 'server'], timeoutMs);
+  if (!r.ok) return r;
+  const pid = Number(/^process_id:(\d+)/m.exec(r.reply)?.[1]);
+  return pid === expectedPid
+    ? { ok: true }
+    : { ok: false, error: `port ${port} is answered by another Redis (pid ${pid}, ours is ${expectedPid})`, fatal: true };
 }
 
 function clusterEnabled(args: readonly string[]): boolean {

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { SessionData, SessionMetadata, SessionRecord } from '../../domain/session.js';
 import { publicIdOf } from '../../domain/token.js';
-import { etagOf, type SessionService } from '../../service/session-service.js';
+import { etagOf, type IssuedSession, type SessionService } from '../../service/session-service.js';
 import {
   CreateSessionBody,
   IdParams,
@@ -36,6 +36,15 @@ function nameSession(request: FastifyRequest, reply: FastifyReply, session: Sess
 function sendSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord, status = 200) {
   nameSession(request, reply, session);
   return reply.code(status).header('etag', etagOf(session.version)).send(sessionView(session));
+}
+
+/** 201 with the new token, shown this once, and the session. */
+function sendIssued(request: FastifyRequest, reply: FastifyReply, issued: IssuedSession) {
+  nameSession(request, reply, issued.session);
+  return reply
+    .code(201)
+    .header('etag', etagOf(issued.session.version))
+    .send({ token: issued.token, session: sessionView(issued.session) });
 }
 
 export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service }) => {
@@ -76,12 +85,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         absoluteTimeout?: number;
         metadata?: SessionMetadata;
       };
-      const issued = await service.create(request.caller.namespace, body);
-      nameSession(request, reply, issued.session);
-      return reply
-        .code(201)
-        .header('etag', etagOf(issued.session.version))
-        .send({ token: issued.token, session: sessionView(issued.session) });
+      return sendIssued(request, reply, await service.create(request.caller.namespace, body));
     },
   );
 
@@ -199,12 +203,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
       },
     },
     async (request, reply) => {
-      const issued = await service.rotate(request.caller.namespace, request.headers['session-token']);
-      nameSession(request, reply, issued.session);
-      return reply
-        .code(201)
-        .header('etag', etagOf(issued.session.version))
-        .send({ token: issued.token, session: sessionView(issued.session) });
+      return sendIssued(request, reply, await service.rotate(request.caller.namespace, request.headers['session-token']));
     },
   );
 
