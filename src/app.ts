@@ -12,6 +12,11 @@ import { SessionService } from './service/session-service.js';
 import { MariaDbSessionStore } from './store/mariadb-session-store.js';
 import type { SessionStore } from './store/session-store.js';
 import { openapiInfo } from './http/openapi-info.js';
+import { CacheCounters } from './cache/cache-counters.js';
+import { OutboxWorker } from './cache/outbox-worker.js';
+import type { SessionKey } from './domain/session.js';
+import { redisPlugin } from './plugins/redis.js';
+import { CachedSessionStore } from './store/cached-session-store.js';
 
 export interface BuildOptions {
   /** Fastify logger options or instance settings; false silences logs (tests). */
@@ -20,12 +25,15 @@ export interface BuildOptions {
   startSweeper?: boolean;
   /** The clock the service reads; tests move it. */
   clock?: () => Date;
+  /** Test-only: pauses a cache fill between its MariaDB read and its Redis install. */
+  beforeInstall?: (key: SessionKey) => Promise<void>;
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     sessionStore: SessionStore;
     sessionService: SessionService;
+    cacheCounters: CacheCounters | undefined;
   }
 }
 
@@ -41,6 +49,31 @@ export const REDACTED_LOG_PATHS = [
   '*.token',
   'apiKey',
 ];
+
+/**
+ * MariaDB alone, or Redis in front of it when Redis is configured. The cached store comes
+ * with its outbox worker, started when the app is ready and stopped before the pool closes.
+ */
+function sessionStore(app: FastifyInstance, config: Config, options: BuildOptions): SessionStore {
+  const threshold = config.sessions.touchPersistThreshold;
+  const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold });
+  if (app.redis === undefined) return db;
+  const log = app.log.child({ component: 'cache' }) as never;
+  const cached = new CachedSessionStore(db, app.redis, { touchPersistThresholdSeconds: threshold, beforeInstall: options.beforeInstall }, log);
+  const worker = new OutboxWorker(db, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
+  // Redis answers again: replay what it missed before it is trusted for reads.
+  app.redis.onRecover = async () => {
+    await worker.replay(true);
+  };
+  app.cacheCounters = cached.counters;
+  app.addHook('onReady', async () => {
+    const redis = app.redis!;
+    if (!(await redis.connected())) app.log.warn('redis not reachable at start; serving from MariaDB until it is');
+    worker.start();
+  });
+  app.addHook('onClose', async () => worker.stop());
+  return cached;
+}
 
 /** Builds the service from a typed config. It never listens: server.ts does, tests use inject(). */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -75,8 +108,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
   });
 
+  app.decorate('cacheCounters', undefined);
   await app.register(databasePlugin, { url: config.databaseUrl, ...config.db });
-  const store = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: config.sessions.touchPersistThreshold });
+  await app.register(redisPlugin, {
+    options:
+      config.redis === undefined
+        ? undefined
+        : { ...config.redis, cacheTtlMs: config.cache.ttlSeconds * 1000, leaseMs: config.cache.leaseMs },
+  });
+  const store = sessionStore(app, config, options);
   const service = new SessionService(store, { ...config.sessions }, options.clock);
   app.decorate('sessionStore', store);
   app.decorate('sessionService', service);
@@ -99,12 +139,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   );
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  // Ready while MariaDB answers; a Redis outage keeps the pod ready (calls fall back) and says so.
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
+    const redis = app.redis === undefined ? 'not configured' : (await app.redis.ping()) ? 'up' : 'down';
     try {
       await app.database.ping();
-      return { status: 'ready' };
+      return { status: redis === 'down' ? 'degraded' : 'ready', mariadb: 'up', redis };
     } catch {
-      return reply.code(503).send({ status: 'unavailable' });
+      return reply.code(503).send({ status: 'unavailable', mariadb: 'down', redis });
     }
   });
 

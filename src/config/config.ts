@@ -18,9 +18,29 @@ export interface SessionLimits {
   touchPersistThreshold: number;
 }
 
+/** Redis connection settings; absent when no cache is configured (MariaDB alone). */
+export interface RedisConfig {
+  /** Single node. */
+  url?: string | undefined;
+  /** Cluster mode: startup nodes. */
+  clusterNodes?: { host: string; port: number }[] | undefined;
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  breakerFailureThreshold: number;
+  breakerCooldownMs: number;
+}
+
+export interface CacheConfig {
+  /** Entries and tombstones live this long: the bound on staleness in every failure mode. */
+  ttlSeconds: number;
+  leaseMs: number;
+  outboxReplayIntervalMs: number;
+}
+
 export interface Config {
   databaseUrl: string;
-  redisUrl: string | undefined;
+  redis: RedisConfig | undefined;
+  cache: CacheConfig;
   host: string;
   port: number;
   logLevel: LogLevel;
@@ -73,6 +93,35 @@ export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
   return url;
 }
 
+function clusterNodes(env: Env): { host: string; port: number }[] | undefined {
+  const value = raw(env, 'REDIS_CLUSTER_NODES');
+  if (value === undefined) return undefined;
+  return value.split(',').map((part) => {
+    const m = /^\s*([^\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part);
+    if (m === null || Number(m[2]) > 65535) {
+      throw new ConfigError('REDIS_CLUSTER_NODES', `must be a comma-separated list of host:port, got "${part.trim()}"`);
+    }
+    return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+  });
+}
+
+function redisConfig(env: Env): RedisConfig | undefined {
+  const url = redisUrl(env);
+  const nodes = clusterNodes(env);
+  if (url !== undefined && nodes !== undefined) {
+    throw new ConfigError('REDIS_CLUSTER_NODES', 'set either REDIS_URL (one node) or REDIS_CLUSTER_NODES (a cluster), not both');
+  }
+  if (url === undefined && nodes === undefined) return undefined;
+  return {
+    url,
+    clusterNodes: nodes,
+    commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 50, 1, 10_000),
+    connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 500, 10, 60_000),
+    breakerFailureThreshold: integer(env, 'REDIS_BREAKER_FAILURES', 3, 1, 1000),
+    breakerCooldownMs: integer(env, 'REDIS_BREAKER_COOLDOWN_MS', 1000, 10, 600_000),
+  };
+}
+
 function redisUrl(env: Env): string | undefined {
   const value = raw(env, 'REDIS_URL');
   if (value === undefined) return undefined;
@@ -95,14 +144,6 @@ const DAY = 86_400;
  * the variable; the server prints it and exits.
  */
 export function loadConfig(env: Env = process.env): Config {
-  const databaseUrl = required(env, 'DATABASE_URL');
-  parseDatabaseUrl(databaseUrl);
-
-  const logLevel = (raw(env, 'LOG_LEVEL') ?? 'info') as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
-  }
-
   const apiKeysFile = required(env, 'API_KEYS_FILE');
   let text: string;
   try {
@@ -110,7 +151,18 @@ export function loadConfig(env: Env = process.env): Config {
   } catch (err) {
     throw new ConfigError('API_KEYS_FILE', `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  const apiKeys = parseApiKeysFile(text, 'API_KEYS_FILE');
+  return buildConfig(env, parseApiKeysFile(text, 'API_KEYS_FILE'), apiKeysFile);
+}
+
+/** The configuration from variables and already-loaded keys (tests and tools use it directly). */
+export function buildConfig(env: Env, apiKeys: ApiKeyEntry[], apiKeysFile = '(inline)'): Config {
+  const databaseUrl = required(env, 'DATABASE_URL');
+  parseDatabaseUrl(databaseUrl);
+
+  const logLevel = (raw(env, 'LOG_LEVEL') ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
 
   const idleTimeoutMax = integer(env, 'SESSION_IDLE_TIMEOUT_MAX_SECONDS', DAY, 1, 365 * DAY);
   const idleTimeoutDefault = integer(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 30 * 60, 1, 365 * DAY);
@@ -129,7 +181,12 @@ export function loadConfig(env: Env = process.env): Config {
   const host = raw(env, 'HOST') ?? '0.0.0.0';
   return {
     databaseUrl,
-    redisUrl: redisUrl(env),
+    redis: redisConfig(env),
+    cache: {
+      ttlSeconds: integer(env, 'CACHE_TTL_SECONDS', 300, 1, 7 * DAY),
+      leaseMs: integer(env, 'CACHE_LEASE_MS', 2000, 10, 600_000),
+      outboxReplayIntervalMs: integer(env, 'OUTBOX_REPLAY_INTERVAL_MS', 1000, 10, 600_000),
+    },
     host,
     port: integer(env, 'PORT', 8080, 0, 65535),
     logLevel,

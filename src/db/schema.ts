@@ -85,6 +85,19 @@ export const sessions = mysqlTable(
   ],
 );
 
+/**
+ * Cache invalidations that Redis has not acknowledged yet (DESIGN §4.3). A row is written in the
+ * same transaction as the change it describes and deleted once Redis took the invalidation or
+ * tombstone; a worker in every replica replays rows that are left over.
+ */
+export const cacheOutbox = mysqlTable('cache_outbox', {
+  id: bigint('id', { mode: 'number', unsigned: true }).autoincrement().primaryKey(),
+  namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
+  idHash: binaryBuffer('id_hash', { length: 32 }).notNull(),
+  action: mysqlEnum('action', ['invalidate', 'tombstone']).notNull(),
+  createdAt: datetime('created_at', { mode: 'date', fsp: 3 }).notNull(),
+});
+
 export type SessionRow = typeof sessions.$inferSelect;
 export type NewSessionRow = typeof sessions.$inferInsert;
 

@@ -1,6 +1,6 @@
-import { and, eq, gt, inArray, lt, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import type { Database, Db } from '../db/database.js';
-import { sessions, type SessionRow } from '../db/schema.js';
+import { cacheOutbox, sessions, type SessionRow } from '../db/schema.js';
 import {
   isLive,
   persistThresholdMs,
@@ -44,43 +44,28 @@ function versionMatches(expected: ExpectedVersion | undefined): SQL | undefined 
   return inArray(sessions.version, expected.versions);
 }
 
-export interface MariaDbSessionStoreOptions {
-  /** A touch writes only when the stored idle expiry lags by more than this (seconds). */
-  touchPersistThresholdSeconds: number;
+function affectedRows(result: unknown): number {
+  const first = Array.isArray(result) ? result[0] : result;
+  return Number((first as { affectedRows?: number } | undefined)?.affectedRows ?? 0);
 }
 
-/** The authority: every session lives here. Conditional writes are single SQL statements. */
-export class MariaDbSessionStore implements SessionStore {
-  constructor(
-    private readonly database: Database,
-    private readonly options: MariaDbSessionStoreOptions,
-  ) {}
+export type OutboxAction = 'invalidate' | 'tombstone';
 
-  async create(session: SessionRecord): Promise<void> {
-    await this.database.run((db) =>
-      db.insert(sessions).values({
-        namespace: session.namespace,
-        idHash: session.idHash,
-        subject: session.subject,
-        data: session.data,
-        version: session.version,
-        state: 'active',
-        idleTimeoutSeconds: session.idleTimeoutSeconds,
-        createdAt: session.createdAt,
-        lastSeenAt: session.lastSeenAt,
-        idleExpiresAt: session.idleExpiresAt,
-        absoluteExpiresAt: session.absoluteExpiresAt,
-        metadata: session.metadata,
-      }),
-    );
-  }
+export interface OutboxRow {
+  id: number;
+  key: SessionKey;
+  action: OutboxAction;
+}
 
-  async get(key: SessionKey, now: Date): Promise<SessionRecord | null> {
-    return this.database.run((db) => this.selectLive(db, key, now));
-  }
+/**
+ * The store's statements on one connection (a transaction, or the pool for single statements).
+ * Conditional writes are single UPDATEs; the result is read back on the same connection.
+ */
+export class SessionStatements {
+  constructor(private readonly db: Db) {}
 
-  private async selectLive(db: Db, key: SessionKey, now: Date, forUpdate = false): Promise<SessionRecord | null> {
-    const query = db.select().from(sessions).where(and(byKey(key), eq(sessions.state, 'active'))).limit(1);
+  async selectLive(key: SessionKey, now: Date, forUpdate = false): Promise<SessionRecord | null> {
+    const query = this.db.select().from(sessions).where(and(byKey(key), eq(sessions.state, 'active'))).limit(1);
     const rows = forUpdate ? await query.for('update') : await query;
     const row = rows[0];
     if (row === undefined) return null;
@@ -88,95 +73,140 @@ export class MariaDbSessionStore implements SessionStore {
     return isLive(record, now) ? record : null;
   }
 
+  /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
+  async persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean> {
+    const result = await this.db
+      .update(sessions)
+      .set({
+        idleExpiresAt: sql`GREATEST(${sessions.idleExpiresAt}, LEAST(${idleExpiresAt}, ${sessions.absoluteExpiresAt}))`,
+        lastSeenAt: sql`GREATEST(${sessions.lastSeenAt}, ${lastSeenAt})`,
+      })
+      .where(liveAt(key, now));
+    return affectedRows(result) === 1;
+  }
+
+  /**
+   * UPDATE … WHERE live AND version matches [AND size fits], then read back the row (MariaDB has
+   * no UPDATE … RETURNING). When nothing matched, the read-back says why.
+   */
+  async conditionalWrite(
+    key: SessionKey,
+    now: Date,
+    expected: ExpectedVersion | undefined,
+    data: SessionData | SQL,
+    fits?: SQL,
+  ): Promise<PatchResult> {
+    const result = await this.db
+      .update(sessions)
+      .set({ data: data as SessionData, version: sql`${sessions.version} + 1` })
+      .where(and(liveAt(key, now), versionMatches(expected), fits));
+    const after = await this.selectLive(key, now);
+    if (after === null) return { kind: 'not_found' };
+    if (affectedRows(result) === 1) return { kind: 'ok', session: after };
+    if (expected !== undefined && !expected.any && !expected.versions.includes(after.version)) {
+      return { kind: 'version_mismatch', currentVersion: after.version };
+    }
+    return { kind: 'too_large' };
+  }
+
+  async replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
+    return (await this.conditionalWrite(key, now, expected, data)) as WriteResult;
+  }
+
+  async patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
+    const merged = sql`JSON_MERGE_PATCH(${sessions.data}, ${JSON.stringify(patch)})`;
+    return this.conditionalWrite(key, now, expected, merged, sql`OCTET_LENGTH(${merged}) <= ${maxBytes}`);
+  }
+
+  async destroy(key: SessionKey, now: Date): Promise<boolean> {
+    const result = await this.db
+      .update(sessions)
+      // The idle expiry becomes the revocation time, so the sweeper's one range finds the row.
+      .set({ state: 'revoked', idleExpiresAt: now })
+      .where(and(byKey(key), eq(sessions.state, 'active')));
+    return affectedRows(result) === 1;
+  }
+
+  async rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
+    const current = await this.selectLive(key, now, true);
+    if (current === null) return null;
+    const rotated: SessionRecord = {
+      ...current,
+      idHash: newIdHash,
+      lastSeenAt: now,
+      idleExpiresAt: slidIdleExpiry(now, current.idleTimeoutSeconds, current.absoluteExpiresAt),
+    };
+    await this.db.update(sessions).set({ state: 'revoked', idleExpiresAt: now }).where(byKey(key));
+    await this.db.insert(sessions).values({ ...rotated, state: 'active' });
+    return rotated;
+  }
+
+  /** Records a cache invalidation to be acknowledged by Redis; returns the row id. */
+  async recordOutbox(key: SessionKey, action: OutboxAction, now: Date): Promise<number> {
+    const result = await this.db.insert(cacheOutbox).values({ namespace: key.namespace, idHash: key.idHash, action, createdAt: now });
+    return Number((Array.isArray(result) ? result[0] : result)?.insertId);
+  }
+}
+
+export interface MariaDbSessionStoreOptions {
+  /** A touch writes only when the stored idle expiry lags by more than this (seconds). */
+  touchPersistThresholdSeconds: number;
+}
+
+/** The authority: every session lives here. */
+export class MariaDbSessionStore implements SessionStore {
+  constructor(
+    private readonly database: Database,
+    private readonly options: MariaDbSessionStoreOptions,
+  ) {}
+
+  /** Runs several statements in one transaction (the cache tier adds its outbox rows this way). */
+  transaction<T>(work: (tx: SessionStatements) => Promise<T>): Promise<T> {
+    return this.database.transaction((db) => work(new SessionStatements(db)));
+  }
+
+  private single<T>(work: (s: SessionStatements) => Promise<T>): Promise<T> {
+    return this.database.run((db) => work(new SessionStatements(db)));
+  }
+
+  async create(session: SessionRecord): Promise<void> {
+    await this.database.run((db) => db.insert(sessions).values({ ...session, state: 'active' }));
+  }
+
+  get(key: SessionKey, now: Date): Promise<SessionRecord | null> {
+    return this.single((s) => s.selectLive(key, now));
+  }
+
   async touch(key: SessionKey, now: Date): Promise<SessionRecord | null> {
-    return this.database.run(async (db) => {
-      const current = await this.selectLive(db, key, now);
+    return this.single(async (s) => {
+      const current = await s.selectLive(key, now);
       if (current === null) return null;
       const next = touched(current, now);
       const threshold = persistThresholdMs(current.idleTimeoutSeconds, this.options.touchPersistThresholdSeconds);
       // Lazy write-behind: the stored expiry may lag the true one by at most `threshold`.
       if (!touchNeedsWrite(current.idleExpiresAt, next.idleExpiresAt, threshold)) return current;
-      const result = await db
-        .update(sessions)
-        .set({
-          // A max-register in SQL: concurrent touches can only move the expiry forward.
-          idleExpiresAt: sql`GREATEST(${sessions.idleExpiresAt}, LEAST(${next.idleExpiresAt}, ${sessions.absoluteExpiresAt}))`,
-          lastSeenAt: sql`GREATEST(${sessions.lastSeenAt}, ${now})`,
-        })
-        .where(liveAt(key, now));
-      return affectedRows(result) === 1 ? next : null;
+      return (await s.persistTouch(key, next.idleExpiresAt, now, now)) ? next : null;
     });
   }
 
-  async replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
-    return this.conditionalWrite(key, now, expected, { data }).then((r) => r as WriteResult);
+  persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean> {
+    return this.single((s) => s.persistTouch(key, idleExpiresAt, lastSeenAt, now));
   }
 
-  async patchData(
-    key: SessionKey,
-    patch: SessionData,
-    expected: ExpectedVersion | undefined,
-    maxBytes: number,
-    now: Date,
-  ): Promise<PatchResult> {
-    const merged = sql`JSON_MERGE_PATCH(${sessions.data}, ${JSON.stringify(patch)})`;
-    return this.conditionalWrite(key, now, expected, { data: merged }, sql`OCTET_LENGTH(${merged}) <= ${maxBytes}`);
+  replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
+    return this.transaction((tx) => tx.replaceData(key, data, expected, now));
   }
 
-  /**
-   * UPDATE … WHERE live AND version matches [AND size fits], then read back the row in the same
-   * transaction (MariaDB has no UPDATE … RETURNING). When nothing matched, the read-back says why.
-   */
-  private async conditionalWrite(
-    key: SessionKey,
-    now: Date,
-    expected: ExpectedVersion | undefined,
-    set: { data: SessionData | SQL },
-    fits?: SQL,
-  ): Promise<PatchResult> {
-    return this.database.transaction(async (tx) => {
-      const result = await tx
-        .update(sessions)
-        .set({ data: set.data as SessionData, version: sql`${sessions.version} + 1` })
-        .where(and(liveAt(key, now), versionMatches(expected), fits));
-      const after = await this.selectLive(tx, key, now);
-      if (after === null) return { kind: 'not_found' };
-      if (affectedRows(result) === 1) return { kind: 'ok', session: after };
-      if (expected !== undefined && !expected.any && !expected.versions.includes(after.version)) {
-        return { kind: 'version_mismatch', currentVersion: after.version };
-      }
-      return { kind: 'too_large' };
-    });
+  patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
+    return this.transaction((tx) => tx.patchData(key, patch, expected, maxBytes, now));
   }
 
-  async destroy(key: SessionKey, now: Date): Promise<boolean> {
-    const result = await this.database.run((db) =>
-      db
-        .update(sessions)
-        // The idle expiry becomes the revocation time, so the sweeper's one range finds the row.
-        .set({ state: 'revoked', idleExpiresAt: now })
-        .where(and(byKey(key), eq(sessions.state, 'active'))),
-    );
-    return affectedRows(result) === 1;
+  destroy(key: SessionKey, now: Date): Promise<boolean> {
+    return this.single((s) => s.destroy(key, now));
   }
 
-  async rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
-    return this.database.transaction(async (tx) => {
-      const current = await this.selectLive(tx, key, now, true);
-      if (current === null) return null;
-      const rotated: SessionRecord = {
-        ...current,
-        idHash: newIdHash,
-        lastSeenAt: now,
-        idleExpiresAt: slidIdleExpiry(now, current.idleTimeoutSeconds, current.absoluteExpiresAt),
-      };
-      await tx
-        .update(sessions)
-        .set({ state: 'revoked', idleExpiresAt: now })
-        .where(byKey(key));
-      await tx.insert(sessions).values({ ...rotated, state: 'active' });
-      return rotated;
-    });
+  rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
+    return this.transaction((tx) => tx.rotate(key, newIdHash, now));
   }
 
   async sweepBatch(before: Date, batchSize: number): Promise<number> {
@@ -188,9 +218,23 @@ export class MariaDbSessionStore implements SessionStore {
     );
     return affectedRows(result);
   }
-}
 
-function affectedRows(result: unknown): number {
-  const first = Array.isArray(result) ? result[0] : result;
-  return Number((first as { affectedRows?: number } | undefined)?.affectedRows ?? 0);
+  /** Outbox rows older than `before`, oldest first. */
+  async dueOutbox(before: Date, limit: number): Promise<OutboxRow[]> {
+    const rows = await this.database.run((db) =>
+      db.select().from(cacheOutbox).where(lt(cacheOutbox.createdAt, before)).orderBy(asc(cacheOutbox.id)).limit(limit),
+    );
+    return rows.map((r) => ({ id: r.id, key: { namespace: r.namespace, idHash: r.idHash }, action: r.action }));
+  }
+
+  async deleteOutbox(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.database.run((db) => db.delete(cacheOutbox).where(inArray(cacheOutbox.id, ids)));
+  }
+
+  /** Rows in the outbox (for metrics and tests). */
+  async outboxSize(): Promise<number> {
+    const rows = await this.database.run((db) => db.select({ n: sql<number>`COUNT(*)` }).from(cacheOutbox));
+    return Number(rows[0]?.n ?? 0);
+  }
 }

@@ -30,7 +30,8 @@ t.test('defaults', async (t) => {
   t.equal(c.sessions.absoluteTimeoutDefault, 43_200);
   t.equal(c.sessions.dataMaxBytes, 65_536);
   t.equal(c.apiKeys.length, 1);
-  t.equal(c.redisUrl, undefined);
+  t.equal(c.redis, undefined, 'no Redis configured: MariaDB alone');
+  t.equal(c.cache.ttlSeconds, 300);
 });
 
 t.test('overrides are read', async (t) => {
@@ -39,7 +40,8 @@ t.test('overrides are read', async (t) => {
   t.equal(c.host, '127.0.0.1');
   t.equal(c.sessions.idleTimeoutDefault, 60);
   t.equal(c.sweeper.batchSize, 10);
-  t.equal(c.redisUrl, 'redis://127.0.0.1:6380');
+  t.equal(c.redis?.url, 'redis://127.0.0.1:6380');
+  t.equal(c.redis?.commandTimeoutMs, 50);
 });
 
 t.test('each bad value names its variable', async (t) => {
@@ -55,6 +57,10 @@ t.test('each bad value names its variable', async (t) => {
   failsOn(t, { ...base, SESSION_IDLE_TIMEOUT_SECONDS: '100', SESSION_IDLE_TIMEOUT_MAX_SECONDS: '50' }, 'SESSION_IDLE_TIMEOUT_SECONDS');
   failsOn(t, { ...base, SESSION_ABSOLUTE_TIMEOUT_SECONDS: '0' }, 'SESSION_ABSOLUTE_TIMEOUT_SECONDS');
   failsOn(t, { ...base, SWEEPER_INTERVAL_SECONDS: 'often' }, 'SWEEPER_INTERVAL_SECONDS');
+  failsOn(t, { ...base, REDIS_CLUSTER_NODES: '127.0.0.1' }, 'REDIS_CLUSTER_NODES');
+  failsOn(t, { ...base, REDIS_CLUSTER_NODES: 'a:1', REDIS_URL: 'redis://b:2' }, 'REDIS_CLUSTER_NODES');
+  failsOn(t, { ...base, REDIS_URL: 'redis://b:2', REDIS_COMMAND_TIMEOUT_MS: '0' }, 'REDIS_COMMAND_TIMEOUT_MS');
+  failsOn(t, { ...base, CACHE_TTL_SECONDS: 'forever' }, 'CACHE_TTL_SECONDS');
 });
 
 t.test('the service refuses to start without a usable key', async (t) => {
@@ -77,6 +83,16 @@ t.test('the service refuses to start without a usable key', async (t) => {
     writeFileSync(file, text);
     failsOn(t, { ...base, API_KEYS_FILE: file }, 'API_KEYS_FILE');
   }
+});
+
+t.test('a node list selects Redis Cluster mode', async (t) => {
+  const c = loadConfig({ ...base, REDIS_CLUSTER_NODES: '10.0.0.1:7000, redis-1.svc:7001,[::1]:7002' });
+  t.same(c.redis?.clusterNodes, [
+    { host: '10.0.0.1', port: 7000 },
+    { host: 'redis-1.svc', port: 7001 },
+    { host: '::1', port: 7002 },
+  ]);
+  t.equal(c.redis?.url, undefined);
 });
 
 t.test('several entries per client are allowed (key rotation)', async (t) => {

@@ -2,36 +2,32 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, REDACTED_LOG_PATHS } from '../../src/app.js';
 import { mintApiKey, type ApiKeyEntry } from '../../src/auth/api-keys.js';
-import type { Config } from '../../src/config/config.js';
+import { buildConfig, type Config } from '../../src/config/config.js';
 import { migratedDatabase } from './mariadb.js';
 
 export const KEY_A = mintApiKey('app-a', 'tenant-a');
 export const KEY_A2 = mintApiKey('app-a', 'tenant-a'); // a second, rotated key of the same client
 export const KEY_B = mintApiKey('app-b', 'tenant-b');
 
-export function testConfig(databaseUrl: string, overrides: Partial<Config> = {}): Config {
+export function testConfig(databaseUrl: string, overrides: Partial<Config> = {}, env: Record<string, string> = {}): Config {
   const apiKeys: ApiKeyEntry[] = [KEY_A.entry, KEY_A2.entry, KEY_B.entry];
-  return {
-    databaseUrl,
-    redisUrl: undefined,
-    host: '127.0.0.1',
-    port: 0,
-    logLevel: 'silent',
-    apiKeysFile: '(inline)',
-    apiKeys,
-    sessions: {
-      idleTimeoutDefault: 1800,
-      idleTimeoutMax: 86_400,
-      absoluteTimeoutDefault: 43_200,
-      absoluteTimeoutMax: 30 * 86_400,
-      dataMaxBytes: 64 * 1024,
-      touchPersistThreshold: 60,
+  const config = buildConfig(
+    {
+      DATABASE_URL: databaseUrl,
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'silent',
+      SWEEPER_INTERVAL_SECONDS: '0',
+      SWEEPER_BATCH_SIZE: '100',
+      DB_POOL_SIZE: '5',
+      DB_ACQUIRE_TIMEOUT_MS: '2000',
+      DB_QUERY_TIMEOUT_MS: '5000',
+      DB_CONNECT_TIMEOUT_MS: '2000',
+      SHUTDOWN_TIMEOUT_MS: '1000',
+      ...env,
     },
-    sweeper: { intervalSeconds: 0, batchSize: 100 },
-    db: { poolSize: 5, acquireTimeoutMs: 2000, queryTimeoutMs: 5000, connectTimeoutMs: 2000 },
-    shutdownTimeoutMs: 1000,
-    ...overrides,
-  };
+    apiKeys,
+  );
+  return { ...config, ...overrides };
 }
 
 interface TapLike {

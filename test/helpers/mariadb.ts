@@ -1,3 +1,4 @@
+import tap from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,7 +28,8 @@ async function rootUrl(t: TapLike): Promise<string> {
       return { rootUrl: server.rootUrl, server, dir };
     })();
     const started = ownServer;
-    t.teardown(async () => {
+    // The server outlives any one (sub)test: stop it when the whole file is done.
+    tap.teardown(async () => {
       const { server, dir } = await started;
       await server.stop();
       await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,216 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { SessionKey } from '../domain/session.js';
+import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
+import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
+import { INSTALL, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
+
+export interface RedisGatewayOptions {
+  /** A single node (redis://host:port). */
+  url?: string | undefined;
+  /** Cluster mode: the startup nodes. */
+  clusterNodes?: { host: string; port: number }[] | undefined;
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  breakerFailureThreshold: number;
+  breakerCooldownMs: number;
+  /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
+  cacheTtlMs: number;
+  /** Lifetime of a fill lease. */
+  leaseMs: number;
+}
+
+/** Redis could not be used for this call; take the MariaDB path. */
+export class CacheUnavailableError extends Error {
+  constructor(cause?: unknown) {
+    super('cache unavailable', { cause });
+    this.name = 'CacheUnavailableError';
+  }
+}
+
+export type TouchOutcome =
+  | { kind: 'miss' }
+  | { kind: 'tombstone' }
+  | { kind: 'expired' }
+  | { kind: 'hit'; fields: CachedFields };
+
+type ScriptArg = string | number;
+interface ScriptCommands {
+  sdInstall(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
+  sdTouch(entry: string, ...args: ScriptArg[]): Promise<Array<string | number>>;
+  sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
+  sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
+}
+type Client = (Redis | Cluster) & ScriptCommands;
+
+/**
+ * The one door to Redis. Offline queue off, a short command timeout, bounded reconnect delays
+ * and a breaker: while Redis is down a call costs no Redis wait at all, it throws
+ * CacheUnavailableError at once and the caller serves from MariaDB.
+ */
+export class RedisGateway {
+  readonly client: Client;
+  readonly breaker: CircuitBreaker;
+  /** Runs after Redis answers again, before the breaker closes (the outbox replay). */
+  onRecover: () => Promise<void> = async () => undefined;
+  private lastErrorLog = 0;
+
+  constructor(
+    private readonly options: RedisGatewayOptions,
+    private readonly log: Logger,
+  ) {
+    const redisOptions: RedisOptions = {
+      enableOfflineQueue: false,
+      commandTimeout: options.commandTimeoutMs,
+      connectTimeout: options.connectTimeoutMs,
+      maxRetriesPerRequest: 0,
+      // Reconnect forever, but never wait more than a second between attempts.
+      retryStrategy: (times) => Math.min(50 * 2 ** times, 1000),
+      enableAutoPipelining: true,
+    };
+    const client =
+      options.clusterNodes !== undefined
+        ? new Cluster(options.clusterNodes, {
+            redisOptions,
+            enableOfflineQueue: false,
+            enableAutoPipelining: true,
+            clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
+            slotsRefreshTimeout: Math.max(options.connectTimeoutMs, 500),
+          })
+        : new Redis(options.url!, redisOptions);
+    client.defineCommand('sdInstall', { numberOfKeys: 2, lua: INSTALL });
+    client.defineCommand('sdTouch', { numberOfKeys: 1, lua: TOUCH });
+    client.defineCommand('sdTombstone', { numberOfKeys: 2, lua: TOMBSTONE });
+    client.defineCommand('sdPersisted', { numberOfKeys: 1, lua: PERSISTED });
+    client.on('error', (err: Error) => this.logError(err));
+    this.client = client as Client;
+    this.breaker = new CircuitBreaker(
+      { failureThreshold: options.breakerFailureThreshold, cooldownMs: options.breakerCooldownMs },
+      async () => {
+        await this.withTimeout(this.client.ping());
+        await this.onRecover();
+      },
+      Date.now,
+      (state: BreakerState) => this.log.warn({ redis: state }, `redis breaker ${state}`),
+    );
+  }
+
+  /**
+   * Resolves when the client is connected, or after `timeoutMs` regardless: a Redis that is down
+   * at start must not keep the service from starting (calls fall back meanwhile).
+   */
+  async connected(timeoutMs = this.options.connectTimeoutMs): Promise<boolean> {
+    if (this.client.status === 'ready') return true;
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.client.off('ready', onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.client.once('ready', onReady);
+    });
+  }
+
+  /** False while the breaker is open: don't even try. */
+  available(): boolean {
+    return this.breaker.allows();
+  }
+
+  private logError(err: Error): void {
+    // Connection errors repeat on every reconnect attempt; one line a few seconds is enough.
+    const now = Date.now();
+    if (now - this.lastErrorLog < 5000) return;
+    this.lastErrorLog = now;
+    this.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis error');
+  }
+
+  /** A hard deadline on top of ioredis' command timeout (cluster slot refreshes can stall). */
+  private withTimeout<T>(p: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('redis deadline exceeded')), this.options.commandTimeoutMs * 2 + 10);
+    });
+    return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+  }
+
+  /** `force` skips the breaker check: the recovery probe replays the outbox before it closes. */
+  private async guard<T>(op: () => Promise<T>, force = false): Promise<T> {
+    if (!force && !this.breaker.allows()) throw new CacheUnavailableError();
+    try {
+      const result = await this.withTimeout(op());
+      this.breaker.success();
+      return result;
+    } catch (err) {
+      this.breaker.failure();
+      this.logError(err as Error);
+      throw new CacheUnavailableError(err);
+    }
+  }
+
+  lookup(key: SessionKey): Promise<Lookup> {
+    return this.guard(async () => lookupOf(await this.client.hgetall(sessionKeys(key).entry)));
+  }
+
+  /** SET lease NX PX: true when this caller may fill the entry. */
+  takeLease(key: SessionKey, leaseId: string): Promise<boolean> {
+    return this.guard(async () => (await this.client.set(sessionKeys(key).lease, leaseId, 'PX', this.options.leaseMs, 'NX')) === 'OK');
+  }
+
+  /** 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there. */
+  install(key: SessionKey, leaseId: string, f: CachedFields): Promise<number> {
+    const { entry, lease } = sessionKeys(key);
+    return this.guard(() =>
+      this.client.sdInstall(entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls),
+    );
+  }
+
+  touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
+    return this.guard(async () => {
+      const r = await this.client.sdTouch(sessionKeys(key).entry, nowMs);
+      switch (Number(r[0])) {
+        case 0:
+          return { kind: 'miss' };
+        case -1:
+          return { kind: 'tombstone' };
+        case -2:
+          return { kind: 'expired' };
+        default: {
+          const [, v, d, it, ax, ie, pe, ls] = r.map(String);
+          return { kind: 'hit', fields: { v: v!, d: d!, it: it!, ax: ax!, ie: ie!, pe: pe!, ls: ls! } };
+        }
+      }
+    });
+  }
+
+  /** After a committed data change: drop the entry and any fill lease. */
+  async invalidate(key: SessionKey, force = false): Promise<void> {
+    const { entry, lease } = sessionKeys(key);
+    await this.guard(() => this.client.del(entry, lease), force);
+  }
+
+  /** After a committed destroy or rotate: a versioned-forever (until TTL) "this session is gone". */
+  async tombstone(key: SessionKey, force = false): Promise<void> {
+    const { entry, lease } = sessionKeys(key);
+    await this.guard(() => this.client.sdTombstone(entry, lease, this.options.cacheTtlMs), force);
+  }
+
+  async markPersisted(key: SessionKey, idleExpiresAtMs: number): Promise<void> {
+    await this.guard(() => this.client.sdPersisted(sessionKeys(key).entry, idleExpiresAtMs));
+  }
+
+  /** Redis answers PING right now (readiness; bypasses the breaker). */
+  async ping(): Promise<boolean> {
+    try {
+      await this.withTimeout(this.client.ping());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.disconnect();
+  }
+}

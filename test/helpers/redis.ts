@@ -1,0 +1,64 @@
+import tap from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { RedisGateway, type RedisGatewayOptions } from '../../src/cache/redis-gateway.js';
+import { startRedis, type RedisProcess } from '../../src/devstack/processes.js';
+
+interface TapLike {
+  teardown(fn: () => unknown): void;
+}
+
+let own: Promise<{ server: RedisProcess; dir: string }> | undefined;
+
+/** The Redis URL for this test process: the runner's (SESSIOND_TEST_REDIS_URL), or our own server. */
+export async function sharedRedisUrl(t: TapLike): Promise<string> {
+  const fromRunner = process.env.SESSIOND_TEST_REDIS_URL;
+  if (fromRunner !== undefined && fromRunner !== '') return fromRunner;
+  if (own === undefined) {
+    own = (async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-redis-'));
+      return { server: await startRedis({ baseDir: dir }), dir };
+    })();
+    const started = own;
+    // The server outlives any one (sub)test: stop it when the whole file is done.
+    tap.teardown(async () => {
+      const { server, dir } = await started;
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
+  }
+  return (await own).server.url;
+}
+
+/** A Redis server of this test's own, so it can be killed, paused and restarted. */
+export async function privateRedis(t: TapLike): Promise<RedisProcess> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-redis-'));
+  const server = await startRedis({ baseDir: dir });
+  t.teardown(async () => {
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return server;
+}
+
+export function gatewayOptions(overrides: Partial<RedisGatewayOptions> = {}): RedisGatewayOptions {
+  return {
+    commandTimeoutMs: 100,
+    connectTimeoutMs: 300,
+    breakerFailureThreshold: 2,
+    breakerCooldownMs: 200,
+    cacheTtlMs: 60_000,
+    leaseMs: 2000,
+    ...overrides,
+  };
+}
+
+/** A connected gateway, closed at teardown. */
+export async function testGateway(t: TapLike, options: RedisGatewayOptions): Promise<RedisGateway> {
+  const gateway = new RedisGateway(options, pino({ level: 'silent' }));
+  t.teardown(() => gateway.close());
+  await gateway.connected(5000);
+  return gateway;
+}

@@ -1,0 +1,227 @@
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { Redis } from 'ioredis';
+import { sessionKeys } from '../../src/cache/redis-entry.js';
+import { Database } from '../../src/db/database.js';
+import type { SessionKey } from '../../src/domain/session.js';
+import { CachedSessionStore } from '../../src/store/cached-session-store.js';
+import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
+import { OutboxWorker } from '../../src/cache/outbox-worker.js';
+import { migratedDatabase } from '../helpers/mariadb.js';
+import { gatewayOptions, privateRedis, sharedRedisUrl, testGateway } from '../helpers/redis.js';
+import { newRecord } from './session-store-contract.js';
+
+const log = pino({ level: 'silent' });
+const TH = 60; // touch write-behind threshold, seconds
+
+async function setup(t: Test, opts: { redisUrl?: string; beforeInstall?: (key: SessionKey) => Promise<void> } = {}) {
+  const url = await migratedDatabase(t);
+  const database = new Database({ url, poolSize: 8, acquireTimeoutMs: 500, queryTimeoutMs: 2000, connectTimeoutMs: 500 });
+  t.teardown(() => database.close().catch(() => undefined));
+  const db = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: TH });
+  const redisUrl = opts.redisUrl ?? (await sharedRedisUrl(t));
+  const gateway = await testGateway(t, gatewayOptions({ url: redisUrl }));
+  const cached = new CachedSessionStore(db, gateway, { touchPersistThresholdSeconds: TH, beforeInstall: opts.beforeInstall }, log);
+  const raw = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  raw.on('error', () => undefined); // tests kill this Redis on purpose
+  t.teardown(() => raw.disconnect());
+  return { database, db, gateway, cached, raw };
+}
+
+/** A gate a test opens by hand: a fill waits on it between its MariaDB read and its Redis install. */
+function gate() {
+  let open!: () => void;
+  let reached!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  const arrived = new Promise<void>((r) => (reached = r));
+  return { open, arrived, wait: async () => (reached(), opened) };
+}
+
+t.test('warm reads are served by Redis alone: they still work with the MariaDB pool closed', async (t) => {
+  const { database, cached } = await setup(t);
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  t.ok(await cached.get(s, now), 'the first read misses and fills');
+  t.equal(cached.counters.misses, 1);
+  await database.close();
+  for (let i = 0; i < 5; i++) t.same((await cached.get(s, now))?.data, s.data, `warm read ${i} answered without MariaDB`);
+  t.equal(cached.counters.hits, 5);
+  const touched = await cached.touch(s, new Date(now.getTime() + 1000));
+  t.ok(touched, 'a touch is served from Redis alone too');
+  await t.rejects(cached.get({ namespace: s.namespace, idHash: randomBytes(32) }, now), { code: 'store_unavailable' }, 'a miss cannot be proven: 503');
+  await t.rejects(cached.replaceData(s, {}, { any: true }, now), { code: 'store_unavailable' }, 'writes need MariaDB');
+});
+
+t.test('the resurrection race: a fill paused across a destroy never installs', async (t) => {
+  const g = gate();
+  let pauseNext = true;
+  const { cached, raw } = await setup(t, { beforeInstall: async () => (pauseNext ? ((pauseNext = false), g.wait()) : undefined) });
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  const reader = cached.get(s, now); // misses, takes the lease, reads the live row, then waits
+  await g.arrived;
+  t.equal(await cached.destroy(s, now), true, 'destroy commits while the fill is paused');
+  g.open();
+  t.ok(await reader, 'the paused reader answers what it read before the destroy');
+  t.equal(cached.counters.refusedFills, 1, 'but its install was refused');
+  t.same(await raw.hgetall(sessionKeys(s).entry), { t: '1' }, 'Redis holds the tombstone, not the session');
+  t.equal(await cached.get(s, now), null, 'and the session stays gone');
+  t.equal(await cached.touch(s, now), null);
+});
+
+t.test('a fill paused across an update installs nothing stale', async (t) => {
+  const g = gate();
+  let pauseNext = true;
+  const { cached } = await setup(t, { beforeInstall: async () => (pauseNext ? ((pauseNext = false), g.wait()) : undefined) });
+  const now = new Date();
+  const s = newRecord(now, { data: { v: 1 } });
+  await cached.create(s);
+  const reader = cached.get(s, now);
+  await g.arrived;
+  const written = await cached.replaceData(s, { v: 2 }, { any: false, versions: [1] }, now);
+  t.equal(written.kind, 'ok');
+  g.open();
+  t.same((await reader)?.data, { v: 1 });
+  t.equal(cached.counters.refusedFills, 1);
+  t.same((await cached.get(s, now))?.data, { v: 2 }, 'the next read sees the update');
+  t.same((await cached.get(s, now))?.data, { v: 2 }, 'also once warm');
+});
+
+t.test('rotate tombstones the old id in Redis', async (t) => {
+  const { cached, raw } = await setup(t);
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  await cached.get(s, now); // warm
+  const newHash = randomBytes(32);
+  t.ok(await cached.rotate(s, newHash, now));
+  t.same(await raw.hgetall(sessionKeys(s).entry), { t: '1' });
+  t.equal(await cached.get(s, now), null);
+  t.ok(await cached.get({ namespace: s.namespace, idHash: newHash }, now));
+});
+
+t.test('touch moves the expiry in Redis at once and writes MariaDB only past the threshold', async (t) => {
+  const { cached, db } = await setup(t);
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const at = (s: number) => new Date(t0.getTime() + s * 1000);
+  const s = newRecord(t0, { idleTimeoutSeconds: 1800, idleExpiresAt: at(1800), absoluteExpiresAt: at(3600) });
+  await cached.create(s);
+  await cached.get(s, t0); // warm
+  const small = await cached.touch(s, at(TH / 2));
+  t.same(small?.idleExpiresAt, at(TH / 2 + 1800), 'Redis slid the expiry at once');
+  t.same((await db.get(s, at(TH / 2)))?.idleExpiresAt, at(1800), 'MariaDB was not written');
+  t.equal(cached.counters.touchWrites, 0);
+  const big = await cached.touch(s, at(TH + 10));
+  t.same(big?.idleExpiresAt, at(TH + 10 + 1800));
+  for (let i = 0; i < 50 && cached.counters.touchWrites === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.same((await db.get(s, at(TH + 10)))?.idleExpiresAt, at(TH + 10 + 1800), 'past the threshold it was written behind');
+  const capped = await cached.touch(s, at(1850));
+  t.same(capped?.idleExpiresAt, at(3600), 'never past the absolute expiry');
+  t.equal(await cached.touch(s, at(3600)), null, 'dead at the absolute expiry');
+});
+
+t.test('a touch lost with Redis costs at most the write-behind threshold', async (t) => {
+  const redis = await privateRedis(t);
+  const { cached } = await setup(t, { redisUrl: redis.url });
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const at = (s: number) => new Date(t0.getTime() + s * 1000);
+  const s = newRecord(t0, { idleTimeoutSeconds: 600, idleExpiresAt: at(600), absoluteExpiresAt: at(3600) });
+  await cached.create(s);
+  await cached.get(s, t0);
+  let last = t0;
+  for (let i = 1; i <= 10; i++) {
+    last = at(i * 7);
+    await cached.touch(s, last); // 7 s apart: below the threshold each time
+  }
+  await new Promise((r) => setTimeout(r, 200)); // let any write-behind land
+  redis.kill('SIGKILL');
+  const fromDb = await cached.get(s, last);
+  t.ok(fromDb, 'still served, by MariaDB');
+  const trueExpiry = last.getTime() + 600_000;
+  const lostMs = trueExpiry - fromDb!.idleExpiresAt.getTime();
+  t.ok(lostMs >= 0 && lostMs <= TH * 1000, `the session expires ${lostMs / 1000} s early: within the ${TH} s bound`);
+  t.ok(fromDb!.idleExpiresAt <= s.absoluteExpiresAt, 'never past the absolute expiry');
+  t.ok(cached.counters.fallbacks >= 1);
+});
+
+t.test('Redis killed: every call succeeds from MariaDB, the outbox keeps the invalidations, recovery replays them', async (t) => {
+  const redis = await privateRedis(t);
+  const { cached, db, raw: _raw } = await setup(t, { redisUrl: redis.url });
+  const now = new Date();
+  const a = newRecord(now, { data: { n: 1 } });
+  const b = newRecord(now);
+  await cached.create(a);
+  await cached.create(b);
+  await cached.get(a, now);
+  await cached.get(b, now); // both warm
+  redis.kill('SIGKILL');
+  const started = Date.now();
+  t.equal((await cached.replaceData(a, { n: 2 }, { any: false, versions: [1] }, now)).kind, 'ok');
+  t.equal(await cached.destroy(b, now), true);
+  t.same((await cached.get(a, now))?.data, { n: 2 });
+  t.equal(await cached.get(b, now), null);
+  t.ok(await cached.touch(a, now));
+  const c = newRecord(now);
+  await cached.create(c);
+  t.ok(await cached.get(c, now));
+  t.ok(Date.now() - started < 2000, `no call waited on the dead Redis (${Date.now() - started} ms in all)`);
+  t.equal(await db.outboxSize(), 2, 'two invalidations wait in the outbox');
+
+  // Redis comes back empty (no persistence); the worker replays and empties the outbox.
+  await redis.restart();
+  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  for (let i = 0; i < 100 && (await db.outboxSize()) > 0; i++) {
+    await worker.replay().catch(() => 0);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.equal(await db.outboxSize(), 0, 'outbox drained after recovery');
+  t.ok(cached.counters.outboxReplayed >= 2);
+  t.equal(await cached.get(b, now), null, 'the destroyed session stays gone');
+});
+
+t.test('Redis paused across a destroy: the stale entry is fenced and replaced by the tombstone on recovery', async (t) => {
+  const redis = await privateRedis(t);
+  const { cached, db, gateway, raw } = await setup(t, { redisUrl: redis.url });
+  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  gateway.onRecover = async () => {
+    await worker.replay(true);
+  };
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  await cached.get(s, now); // warm: Redis holds the live entry
+  redis.kill('SIGSTOP');
+  const started = Date.now();
+  t.equal(await cached.destroy(s, now), true, 'destroy succeeds with Redis paused');
+  t.ok(Date.now() - started < 1000, `within the Redis timeouts (${Date.now() - started} ms)`);
+  t.equal(await db.outboxSize(), 1, 'the tombstone waits in the outbox');
+  t.equal(await cached.get(s, now), null, 'reads fall back to MariaDB: gone');
+  redis.kill('SIGCONT');
+  // Until the breaker's recovery probe has replayed the outbox, reads stay on MariaDB.
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    t.equal(await cached.get(s, now), null);
+    if ((await db.outboxSize()) === 0 && gateway.breaker.state === 'closed') break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.equal(gateway.breaker.state, 'closed', 'Redis is trusted again');
+  t.same(await raw.hgetall(sessionKeys(s).entry), { t: '1' }, 'the stale entry was replaced by the tombstone');
+  t.equal(await cached.get(s, now), null, 'and the session never came back');
+});
+
+t.test('concurrent PUTs with the same version through the cache: exactly one wins, and the cache shows the winner', async (t) => {
+  const { cached } = await setup(t);
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  await cached.get(s, now);
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => cached.replaceData(s, { w: i }, { any: false, versions: [1] }, now)));
+  const winners = results.filter((r) => r.kind === 'ok');
+  t.equal(winners.length, 1);
+  const final = await cached.get(s, now);
+  t.same(final?.data, winners[0]!.kind === 'ok' ? winners[0]!.session.data : undefined);
+  t.same((await cached.get(s, now))?.data, final?.data, 'warm read agrees');
+});
