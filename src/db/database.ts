@@ -73,6 +73,12 @@ const DEADLOCK_ERRNO = 1213;
 export class Database {
   readonly pool: Pool;
   readonly db: Db;
+  /**
+   * The longest any call may take, enforced here: queryTimeout is server-side
+   * (max_statement_time), so a server that stopped answering (paused, partitioned) would
+   * otherwise hold a request forever.
+   */
+  private readonly deadlineMs: number;
 
   constructor(options: DatabaseOptions) {
     const url = parseDatabaseUrl(options.url);
@@ -96,12 +102,22 @@ export class Database {
       leakDetectionTimeout: 0,
     });
     this.db = drizzle(callbackFor(this.pool));
+    this.deadlineMs = options.acquireTimeoutMs + options.queryTimeoutMs;
+  }
+
+  /** Rejects with StoreUnavailableError when `work` has not settled within the deadline. */
+  private withDeadline<T>(work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StoreUnavailableError()), this.deadlineMs);
+    });
+    return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
   }
 
   /** Runs `work` and turns connection-level failures into StoreUnavailableError. */
   async run<T>(work: (db: Db) => Promise<T>): Promise<T> {
     try {
-      return await work(this.db);
+      return await this.withDeadline(work(this.db));
     } catch (err) {
       throw isUnavailable(err) ? new StoreUnavailableError() : err;
     }
@@ -111,7 +127,13 @@ export class Database {
    * One transaction on one pooled connection (the proxy driver has no db.transaction()).
    * Retried on deadlock, which InnoDB resolves by rolling one side back.
    */
-  async transaction<T>(work: (tx: Db) => Promise<T>, attempts = 3): Promise<T> {
+  transaction<T>(work: (tx: Db) => Promise<T>, attempts = 3): Promise<T> {
+    // Past the deadline the caller gets a 503 while the transaction may still finish: a write
+    // answered 503 is "unknown", and the cache outbox covers a change committed that late.
+    return this.withDeadline(this.transactionAttempts(work, attempts));
+  }
+
+  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, attempts: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let conn: PoolConnection | undefined;
       try {
