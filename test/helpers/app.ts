@@ -46,10 +46,10 @@ export interface TestApp {
 export async function testApp(
   t: TapLike,
   overrides: Partial<Config> = {},
-  options: { clock?: () => Date } = {},
+  options: { clock?: () => Date; env?: Record<string, string> } = {},
 ): Promise<TestApp> {
   const url = await migratedDatabase(t);
-  const config = testConfig(url, overrides);
+  const config = testConfig(url, overrides, options.env);
   const logs: string[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {

@@ -1,0 +1,26 @@
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { decodeEntry, encodeEntry, lookupOf, sessionKeys } from '../../src/cache/redis-entry.js';
+import { newRecord } from '../store/session-store-contract.js';
+
+t.test('a session survives encode/decode exactly', async (t) => {
+  const s = newRecord(new Date('2026-01-02T03:04:05.678Z'), { data: { a: [1, { b: null }], u: 'é' } });
+  t.same(decodeEntry(s, encodeEntry(s)), s);
+  t.same(lookupOf(encodeEntry(s) as unknown as Record<string, string>), { kind: 'hit', fields: encodeEntry(s) });
+});
+
+t.test('lookups tell tombstones and misses apart', async (t) => {
+  t.same(lookupOf({}), { kind: 'miss' });
+  t.same(lookupOf({ t: '1' }), { kind: 'tombstone' });
+  t.same(lookupOf({ ie: '5' }), { kind: 'miss' }, 'a partial hash (touch on an evicted entry) is a miss');
+});
+
+t.test('all keys of a session share one hash tag; sessions do not', async (t) => {
+  const key = { namespace: 'shop', idHash: randomBytes(32) };
+  const { entry, lease } = sessionKeys(key);
+  const tag = (k: string) => /\{[^}]+\}/.exec(k)![0];
+  t.equal(tag(entry), tag(lease));
+  t.not(entry, lease);
+  t.not(tag(sessionKeys({ namespace: 'shop', idHash: randomBytes(32) }).entry), tag(entry));
+  t.not(tag(sessionKeys({ namespace: 'other', idHash: key.idHash }).entry), tag(entry), 'namespaces are part of the tag');
+});
