@@ -5,6 +5,8 @@ import type { Config } from './config/config.js';
 import { ApiKeyAuthenticator } from './http/authenticate.js';
 import { installErrorHandling } from './http/problem.js';
 import { sessionRoutes } from './http/routes/sessions.js';
+import { subjectRoutes } from './http/routes/subjects.js';
+import { GuessingMonitor } from './http/guessing-monitor.js';
 import { sharedSchemas } from './http/schemas.js';
 import { databasePlugin } from './plugins/database.js';
 import { sweeperPlugin } from './plugins/sweeper.js';
@@ -16,6 +18,7 @@ import { CacheCounters } from './cache/cache-counters.js';
 import { OutboxWorker } from './cache/outbox-worker.js';
 import type { SessionKey } from './domain/session.js';
 import { redisPlugin } from './plugins/redis.js';
+import { RateLimitCounters, registerRateLimit } from './http/rate-limit.js';
 import { CachedSessionStore } from './store/cached-session-store.js';
 
 export interface BuildOptions {
@@ -34,6 +37,8 @@ declare module 'fastify' {
     sessionStore: SessionStore;
     sessionService: SessionService;
     cacheCounters: CacheCounters | undefined;
+    rateLimitCounters: RateLimitCounters;
+    guessingMonitor: GuessingMonitor;
   }
 }
 
@@ -109,6 +114,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   app.decorate('cacheCounters', undefined);
+  app.decorate('rateLimitCounters', new RateLimitCounters());
   await app.register(databasePlugin, { url: config.databaseUrl, ...config.db });
   await app.register(redisPlugin, {
     options:
@@ -117,7 +123,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         : { ...config.redis, cacheTtlMs: config.cache.ttlSeconds * 1000, leaseMs: config.cache.leaseMs },
   });
   const store = sessionStore(app, config, options);
-  const service = new SessionService(store, { ...config.sessions }, options.clock);
+  const service = new SessionService(store, { dataMaxBytes: config.sessions.dataMaxBytes, policies: config.policies }, options.clock);
   app.decorate('sessionStore', store);
   app.decorate('sessionService', service);
 
@@ -130,10 +136,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   const authenticator = new ApiKeyAuthenticator(config.apiKeys);
+  const guessing = new GuessingMonitor(config.guessing, app.log.child({ component: 'guessing' }) as never);
+  app.decorate('guessingMonitor', guessing);
   await app.register(
     async (v1) => {
       v1.addHook('onRequest', authenticator.hook());
-      await v1.register(sessionRoutes, { service });
+      // Sessions hold credentials: no shared cache may keep a response.
+      v1.addHook('onSend', async (_request, reply) => {
+        reply.header('cache-control', 'no-store');
+      });
+      await registerRateLimit(v1, { redis: app.redis, policies: config.policies, counters: app.rateLimitCounters });
+      await v1.register(sessionRoutes, { service, guessing });
+      await v1.register(subjectRoutes, { service });
     },
     { prefix: '/v1' },
   );

@@ -23,9 +23,11 @@ t.test('every operation is described with its problems and security', async (t) 
     'destroyCurrentSession',
     'getCurrentSession',
     'getSessionById',
+    'listSubjectSessions',
     'patchCurrentSessionData',
     'replaceCurrentSessionData',
     'revokeSessionById',
+    'revokeSubjectSessions',
     'rotateCurrentSession',
     'touchCurrentSession',
   ]);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ApiKeyEntry } from '../auth/api-keys.js';
-import { parseApiKeysFile } from '../auth/api-keys-file.js';
+import { parseApiKeysFile, type KeysFile } from '../auth/api-keys-file.js';
+import { NamespacePolicies } from './policies.js';
 import { ConfigError } from './config-error.js';
 
 export { ConfigError };
@@ -46,7 +47,11 @@ export interface Config {
   logLevel: LogLevel;
   apiKeysFile: string;
   apiKeys: ApiKeyEntry[];
+  /** Per-namespace limits; the environment gives the defaults. */
+  policies: NamespacePolicies;
   sessions: SessionLimits;
+  /** Failed token lookups per client and window past which a warning is logged. */
+  guessing: { warnThreshold: number; windowSeconds: number };
   sweeper: { intervalSeconds: number; batchSize: number };
   db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
   shutdownTimeoutMs: number;
@@ -155,7 +160,8 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 /** The configuration from variables and already-loaded keys (tests and tools use it directly). */
-export function buildConfig(env: Env, apiKeys: ApiKeyEntry[], apiKeysFile = '(inline)'): Config {
+export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKeysFile = '(inline)'): Config {
+  const { keys: apiKeys, namespaces } = Array.isArray(keysFile) ? { keys: keysFile, namespaces: {} } : keysFile;
   const databaseUrl = required(env, 'DATABASE_URL');
   parseDatabaseUrl(databaseUrl);
 
@@ -178,6 +184,21 @@ export function buildConfig(env: Env, apiKeys: ApiKeyEntry[], apiKeysFile = '(in
     );
   }
 
+  const policies = new NamespacePolicies(
+    {
+      idleTimeoutDefault,
+      idleTimeoutMax,
+      absoluteTimeoutDefault,
+      absoluteTimeoutMax,
+      maxSessionsPerSubject: integer(env, 'SESSIONS_PER_SUBJECT_MAX', 0, 0, 100_000),
+      rateLimit: {
+        max: integer(env, 'RATE_LIMIT_MAX', 60_000, 0, 1e9),
+        windowSeconds: integer(env, 'RATE_LIMIT_WINDOW_SECONDS', 60, 1, DAY),
+      },
+    },
+    namespaces,
+  );
+
   const host = raw(env, 'HOST') ?? '0.0.0.0';
   return {
     databaseUrl,
@@ -192,6 +213,11 @@ export function buildConfig(env: Env, apiKeys: ApiKeyEntry[], apiKeysFile = '(in
     logLevel,
     apiKeysFile,
     apiKeys,
+    policies,
+    guessing: {
+      warnThreshold: integer(env, 'GUESSING_WARN_THRESHOLD', 100, 1, 1e9),
+      windowSeconds: integer(env, 'GUESSING_WINDOW_SECONDS', 60, 1, DAY),
+    },
     sessions: {
       idleTimeoutDefault,
       idleTimeoutMax,

@@ -74,13 +74,18 @@ export const sessions = mysqlTable(
     idleExpiresAt: datetime('idle_expires_at', { mode: 'date', fsp: 3 }).notNull(),
     absoluteExpiresAt: datetime('absolute_expires_at', { mode: 'date', fsp: 3 }).notNull(),
     metadata: jsonValue<SessionMetadataColumn>()('metadata'),
+    /**
+     * Set on a row revoked by a rotation with a grace period: the id it was rotated to. Until
+     * idle_expires_at (the end of the grace) the old token reads and touches that session.
+     */
+    rotatedTo: binaryBuffer('rotated_to', { length: 32 }),
   },
   // The sweeper scans idle_expires_at alone: it is never later than absolute_expires_at (touch
   // caps it) and revoking a session sets it to the revocation time, so one range covers expired
   // and revoked rows.
   (t) => [
     primaryKey({ name: 'sessions_pk', columns: [t.namespace, t.idHash] }),
-    index('sessions_subject_idx').on(t.namespace, t.subject),
+    index('sessions_subject_idx').on(t.namespace, t.subject, t.lastSeenAt),
     index('sessions_idle_expires_idx').on(t.idleExpiresAt),
   ],
 );

@@ -9,7 +9,10 @@ export const openapiInfo = {
       '`Session-Token` header, never in a URL. Errors are RFC 9457 `application/problem+json` with a stable `code`.',
   },
   servers: [{ url: 'http://localhost:8080' }],
-  tags: [{ name: 'sessions', description: 'Create, read, touch, update, rotate and destroy sessions.' }],
+  tags: [
+    { name: 'sessions', description: 'Create, read, touch, update, rotate and destroy sessions.' },
+    { name: 'subjects', description: "A user's sessions: list their devices, log out everywhere." },
+  ],
   components: {
     securitySchemes: {
       apiKey: {

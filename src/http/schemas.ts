@@ -47,6 +47,29 @@ export const IssuedSessionSchema = Type.Object(
   { additionalProperties: false, $id: 'IssuedSession' },
 );
 
+export const SubjectSessionSchema = Type.Object(
+  {
+    id: Type.String({ description: 'Public id; pass it as `keep` to log out everywhere else.' }),
+    createdAt: Type.String({ format: 'date-time' }),
+    lastSeenAt: Type.String({
+      format: 'date-time',
+      description: 'Last activity as MariaDB knows it (touches are written behind: it may lag by the touch persist threshold).',
+    }),
+    expiresAt: Type.String({ format: 'date-time' }),
+    absoluteExpiresAt: Type.String({ format: 'date-time' }),
+    metadata: Type.Union([Type.Ref('SessionMetadata'), Type.Null()]),
+  },
+  { additionalProperties: false, $id: 'SubjectSession', description: 'A device entry: never a token, never session data.' },
+);
+
+export const SubjectSessionPageSchema = Type.Object(
+  {
+    sessions: Type.Array(Type.Ref('SubjectSession')),
+    nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `cursor` for the next page; null on the last.' }),
+  },
+  { additionalProperties: false, $id: 'SubjectSessionPage' },
+);
+
 export const ProblemSchema = Type.Object(
   {
     type: Type.String({ description: 'Always "about:blank"; `code` is the machine-readable kind.' }),
@@ -99,7 +122,32 @@ export const IdParams = Type.Object({
   id: Type.String({ description: 'Public session id.' }),
 });
 
-export const sharedSchemas = [SessionMetadataSchema, SessionDataSchema, SessionSchema, IssuedSessionSchema, ProblemSchema];
+export const SubjectParams = Type.Object({
+  subject: Type.String({ minLength: 1, maxLength: 255, description: 'The subject (user id) given at create. Prefer opaque ids: paths reach access logs.' }),
+});
+
+export const RotateBody = Type.Object(
+  {
+    graceSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 60,
+        description: 'For this long the old token still reads and touches (answering with the new session) but can never write.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const sharedSchemas = [
+  SessionMetadataSchema,
+  SessionDataSchema,
+  SessionSchema,
+  IssuedSessionSchema,
+  SubjectSessionSchema,
+  SubjectSessionPageSchema,
+  ProblemSchema,
+];
 
 const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: Type.Ref('Problem') } } });
 
@@ -116,3 +164,8 @@ export const problems = {
   500: problem('Unexpected error (`internal_error`).'),
   503: problem('MariaDB unavailable (`store_unavailable`); retry after `Retry-After` seconds.'),
 } as const;
+
+/** The problem responses a route can give, by status. */
+export function problemResponses<K extends keyof typeof problems>(...codes: K[]): Pick<typeof problems, K> {
+  return Object.fromEntries(codes.map((c) => [c, problems[c]])) as Pick<typeof problems, K>;
+}

@@ -5,6 +5,7 @@ import {
   SessionNotFoundError,
   VersionMismatchError,
 } from '../domain/errors.js';
+import type { NamespacePolicies } from '../config/policies.js';
 import {
   resolveTimeouts,
   slidIdleExpiry,
@@ -12,10 +13,9 @@ import {
   type SessionKey,
   type SessionMetadata,
   type SessionRecord,
-  type TimeoutLimits,
 } from '../domain/session.js';
 import { generateToken, hashToken, isTokenShaped, parsePublicId } from '../domain/token.js';
-import type { ExpectedVersion, PatchResult, SessionStore } from '../store/session-store.js';
+import type { ExpectedVersion, PatchResult, SessionStore, SubjectCursor } from '../store/session-store.js';
 
 export interface CreateSessionInput {
   data?: SessionData | undefined;
@@ -31,8 +31,19 @@ export interface IssuedSession {
   session: SessionRecord;
 }
 
-export interface SessionServiceOptions extends TimeoutLimits {
+export interface SessionServiceOptions {
   dataMaxBytes: number;
+  /** Timeouts and the per-subject cap, per namespace. */
+  policies: NamespacePolicies;
+}
+
+/** Longest rotation grace a caller may ask for. */
+export const MAX_GRACE_SECONDS = 60;
+
+export interface SubjectPage {
+  sessions: SessionRecord[];
+  /** Opaque; pass back as `cursor` for the next page. Null on the last page. */
+  nextCursor: string | null;
 }
 
 /** The JSON size of session data as it is stored. */
@@ -55,7 +66,8 @@ export class SessionService {
     const data = input.data ?? {};
     this.checkSize(data);
     const now = this.clock();
-    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = resolveTimeouts(input, this.options);
+    const policy = this.options.policies.for(namespace);
+    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = resolveTimeouts(input, policy);
     const absoluteExpiresAt = new Date(now.getTime() + absoluteTimeoutSeconds * 1000);
     const token = generateToken();
     const session: SessionRecord = {
@@ -71,7 +83,7 @@ export class SessionService {
       absoluteExpiresAt,
       metadata: input.metadata ?? null,
     };
-    await this.store.create(session);
+    await this.store.create(session, { maxPerSubject: policy.maxSessionsPerSubject });
     return { token, session };
   }
 
@@ -113,11 +125,40 @@ export class SessionService {
     return this.store.destroy({ namespace, idHash }, this.clock());
   }
 
-  async rotate(namespace: string, token: string): Promise<IssuedSession> {
+  /**
+   * New token, same session. With `graceSeconds` (at most 60) the old token keeps reading and
+   * touching the new session until the grace ends, for requests already in flight; it can
+   * never write.
+   */
+  async rotate(namespace: string, token: string, graceSeconds = 0): Promise<IssuedSession> {
+    if (!Number.isInteger(graceSeconds) || graceSeconds < 0 || graceSeconds > MAX_GRACE_SECONDS) {
+      throw new InvalidRequestError(`graceSeconds must be a whole number from 0 to ${MAX_GRACE_SECONDS}.`);
+    }
     const key = this.keyForToken(namespace, token);
     const newToken = generateToken();
-    const session = this.found(await this.store.rotate(key, hashToken(newToken), this.clock()));
+    const session = this.found(await this.store.rotate(key, hashToken(newToken), this.clock(), graceSeconds));
     return { token: newToken, session };
+  }
+
+  /** A subject's live sessions, newest activity first. */
+  async listSubject(namespace: string, subject: string, limit: number, cursor: string | undefined): Promise<SubjectPage> {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    // One extra row tells whether another page follows.
+    const rows = await this.store.listBySubject(namespace, subject, this.clock(), limit + 1, after);
+    const sessions = rows.slice(0, limit);
+    const last = sessions.at(-1);
+    return { sessions, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last) : null };
+  }
+
+  /** Log out everywhere: revokes all of a subject's sessions, but the one with public id `keep`. */
+  async revokeSubject(namespace: string, subject: string, keep: string | undefined): Promise<number> {
+    let keepHash: Buffer | undefined;
+    if (keep !== undefined) {
+      const parsed = parsePublicId(keep);
+      if (parsed === null) throw new InvalidRequestError('keep must be a session id.');
+      keepHash = parsed;
+    }
+    return this.store.revokeSubject(namespace, subject, keepHash, this.clock());
   }
 
   private keyForToken(namespace: string, token: string): SessionKey {
@@ -152,6 +193,21 @@ export class SessionService {
 
   private checkSize(data: SessionData): void {
     if (dataSize(data) > this.options.dataMaxBytes) throw new PayloadTooLargeError(this.options.dataMaxBytes);
+  }
+}
+
+export function encodeCursor(s: Pick<SessionRecord, 'lastSeenAt' | 'idHash'>): string {
+  return Buffer.from(JSON.stringify([s.lastSeenAt.getTime(), s.idHash.toString('base64url')])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): SubjectCursor {
+  try {
+    const [ms, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
+    const idHash = typeof id === 'string' ? parsePublicId(id) : null;
+    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || idHash === null) throw new Error('bad cursor');
+    return { lastSeenAt: new Date(ms), idHash };
+  } catch {
+    throw new InvalidRequestError('cursor is not one this service returned.');
   }
 }
 

@@ -12,7 +12,15 @@ import {
 } from '../domain/session.js';
 import { publicIdOf } from '../domain/token.js';
 import type { MariaDbSessionStore, OutboxAction, SessionStatements } from './mariadb-session-store.js';
-import type { ExpectedVersion, PatchResult, SessionStore, WriteResult } from './session-store.js';
+import type { ExpectedVersion, PatchResult, SessionStore, SubjectCursor, WriteResult } from './session-store.js';
+
+/** A cache change owed after a commit: an outbox row until Redis took it. */
+interface CacheDebt {
+  key: SessionKey;
+  action: OutboxAction;
+}
+
+const sameKey = (key: SessionKey, record: SessionRecord) => record.idHash.equals(key.idHash);
 
 export interface CachedSessionStoreOptions {
   touchPersistThresholdSeconds: number;
@@ -42,9 +50,14 @@ export class CachedSessionStore implements SessionStore {
     private readonly log: Logger,
   ) {}
 
-  create(session: SessionRecord): Promise<void> {
+  async create(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
+    const cap = options.maxPerSubject ?? 0;
     // A new id cannot be cached anywhere yet; the first read fills it.
-    return this.db.create(session);
+    if (cap === 0 || session.subject === null) return this.db.create(session);
+    return this.write(session.createdAt, async (tx) => {
+      const evicted = await tx.insert(session, cap);
+      return { result: { evicted: evicted.length }, debts: evicted.map((key) => ({ key, action: 'tombstone' as const })) };
+    });
   }
 
   async get(key: SessionKey, now: Date): Promise<SessionRecord | null> {
@@ -66,7 +79,9 @@ export class CachedSessionStore implements SessionStore {
       return isLive(record, now) ? record : null;
     }
     this.counters.misses += 1;
-    return this.fill(key, () => this.db.get(key, now));
+    const record = await this.fill(key, () => this.db.get(key, now));
+    // An old id in its rotation grace: answer from the new session's entry.
+    return record !== null && !sameKey(key, record) ? this.get({ namespace: key.namespace, idHash: record.idHash }, now) : record;
   }
 
   async touch(key: SessionKey, now: Date): Promise<SessionRecord | null> {
@@ -83,9 +98,12 @@ export class CachedSessionStore implements SessionStore {
       case 'expired':
         this.counters.hits += 1;
         return null;
-      case 'miss':
+      case 'miss': {
         this.counters.misses += 1;
-        return this.fill(key, () => this.db.touch(key, now));
+        const record = await this.fill(key, () => this.db.touch(key, now));
+        // An old id in its rotation grace touches the new session, in Redis like any touch.
+        return record !== null && !sameKey(key, record) ? this.touch({ namespace: key.namespace, idHash: record.idHash }, now) : record;
+      }
       case 'hit': {
         this.counters.hits += 1;
         const record = decodeEntry(key, outcome.fields);
@@ -129,7 +147,8 @@ export class CachedSessionStore implements SessionStore {
       return this.fallback(read);
     }
     const record = await read();
-    if (!leased || record === null) return record;
+    // Never install another session under this key (an old id in its rotation grace).
+    if (!leased || record === null || !sameKey(key, record)) return record;
     await this.options.beforeInstall?.(key);
     try {
       const installed = await this.redis.install(key, leaseId, encodeEntry(record));
@@ -146,49 +165,63 @@ export class CachedSessionStore implements SessionStore {
   }
 
   replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
-    return this.write(key, 'invalidate', now, async (tx) => {
+    return this.write(now, async (tx) => {
       const result = await tx.replaceData(key, data, expected, now);
-      return { result, changed: result.kind === 'ok' };
+      return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
     });
   }
 
   patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
-    return this.write(key, 'invalidate', now, async (tx) => {
+    return this.write(now, async (tx) => {
       const result = await tx.patchData(key, patch, expected, maxBytes, now);
-      return { result, changed: result.kind === 'ok' };
+      return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
     });
   }
 
   destroy(key: SessionKey, now: Date): Promise<boolean> {
-    return this.write(key, 'tombstone', now, async (tx) => {
+    return this.write(now, async (tx) => {
       const result = await tx.destroy(key, now);
-      return { result, changed: result };
+      return { result, debts: result ? [{ key, action: 'tombstone' }] : [] };
     });
   }
 
-  rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
-    return this.write(key, 'tombstone', now, async (tx) => {
-      const result = await tx.rotate(key, newIdHash, now);
-      return { result, changed: result !== null };
+  rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds = 0): Promise<SessionRecord | null> {
+    return this.write(now, async (tx) => {
+      const result = await tx.rotate(key, newIdHash, now, graceSeconds);
+      // With a grace the old id must keep answering (from MariaDB, which follows it to the new
+      // session) until the grace ends: drop its entry instead of planting a tombstone.
+      const action = graceSeconds > 0 ? 'invalidate' : 'tombstone';
+      return { result, debts: result !== null ? [{ key, action }] : [] };
+    });
+  }
+
+  listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
+    return this.db.listBySubject(namespace, subject, now, limit, after);
+  }
+
+  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
+    return this.write(now, async (tx) => {
+      const { keys, revoked } = await tx.revokeSubject(namespace, subject, keep, now);
+      return { result: revoked, debts: keys.map((key) => ({ key, action: 'tombstone' as const })) };
     });
   }
 
   /**
-   * A change and its outbox row commit together; then Redis is told. Only once Redis
-   * acknowledged is the row deleted — otherwise the outbox worker replays it.
+   * A change and its outbox rows commit together; then Redis is told. Only what Redis
+   * acknowledged leaves the outbox — the outbox worker replays the rest.
    */
-  private async write<T>(
-    key: SessionKey,
-    action: OutboxAction,
-    now: Date,
-    change: (tx: SessionStatements) => Promise<{ result: T; changed: boolean }>,
-  ): Promise<T> {
-    const { result, outboxId } = await this.db.transaction(async (tx) => {
-      const { result, changed } = await change(tx);
-      return { result, outboxId: changed ? await tx.recordOutbox(key, action, now) : undefined };
+  private async write<T>(now: Date, change: (tx: SessionStatements) => Promise<{ result: T; debts: CacheDebt[] }>): Promise<T> {
+    const { result, owed } = await this.db.transaction(async (tx) => {
+      const { result, debts } = await change(tx);
+      const owed: Array<CacheDebt & { id: number }> = [];
+      for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action, now) });
+      return { result, owed };
     });
-    if (outboxId !== undefined && (await this.applyToCache(key, action))) {
-      this.db.deleteOutbox([outboxId]).catch(() => undefined); // a leftover row is replayed: harmless
+    if (owed.length > 0) {
+      const paid = await Promise.all(owed.map(async (o) => ((await this.applyToCache(o.key, o.action)) ? o.id : undefined)));
+      const ids = paid.filter((id): id is number => id !== undefined);
+      // A row left behind is replayed later: harmless.
+      if (ids.length > 0) this.db.deleteOutbox(ids).catch(() => undefined);
     }
     return result;
   }

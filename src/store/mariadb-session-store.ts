@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, lt, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, isNotNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
 import type { Database, Db } from '../db/database.js';
 import { cacheOutbox, sessions, type SessionRow } from '../db/schema.js';
 import {
@@ -11,7 +11,10 @@ import {
   type SessionKey,
   type SessionRecord,
 } from '../domain/session.js';
-import type { ExpectedVersion, PatchResult, SessionStore, WriteResult } from './session-store.js';
+import type { ExpectedVersion, PatchResult, SessionStore, SubjectCursor, WriteResult } from './session-store.js';
+
+/** How many rotation-grace hops a read follows (a session rotated twice within the grace). */
+const MAX_GRACE_HOPS = 3;
 
 /** Row → domain object, in one place. */
 export function toRecord(row: SessionRow): SessionRecord {
@@ -37,6 +40,20 @@ function byKey(key: SessionKey): SQL {
 /** The row exists, is active and has not expired at `now`: the SQL twin of isLive(). */
 function liveAt(key: SessionKey, now: Date): SQL {
   return and(byKey(key), eq(sessions.state, 'active'), gt(sessions.idleExpiresAt, now), gt(sessions.absoluteExpiresAt, now))!;
+}
+
+function subjectIs(namespace: string, subject: string): SQL {
+  return and(eq(sessions.namespace, namespace), eq(sessions.subject, subject))!;
+}
+
+/** Active and not expired at `now`. */
+function liveRows(now: Date): SQL {
+  return and(eq(sessions.state, 'active'), gt(sessions.idleExpiresAt, now), gt(sessions.absoluteExpiresAt, now))!;
+}
+
+/** Rows a revocation changes: active ones, and ids whose rotation grace still runs. */
+function revocable(now: Date): SQL {
+  return or(eq(sessions.state, 'active'), and(isNotNull(sessions.rotatedTo), gt(sessions.idleExpiresAt, now)))!;
 }
 
 function versionMatches(expected: ExpectedVersion | undefined): SQL | undefined {
@@ -71,6 +88,25 @@ export class SessionStatements {
     if (row === undefined) return null;
     const record = toRecord(row);
     return isLive(record, now) ? record : null;
+  }
+
+  /**
+   * What a token reads: the live session, or — while a rotation grace lasts — the session the
+   * old id was rotated to. Null otherwise.
+   */
+  async resolve(key: SessionKey, now: Date): Promise<SessionRecord | null> {
+    let current = key;
+    for (let hop = 0; hop <= MAX_GRACE_HOPS; hop++) {
+      const row = (await this.db.select().from(sessions).where(byKey(current)).limit(1))[0];
+      if (row === undefined) return null;
+      if (row.state === 'active') {
+        const record = toRecord(row);
+        return isLive(record, now) ? record : null;
+      }
+      if (row.rotatedTo === null || now >= row.idleExpiresAt) return null;
+      current = { namespace: key.namespace, idHash: row.rotatedTo };
+    }
+    return null;
   }
 
   /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
@@ -118,16 +154,17 @@ export class SessionStatements {
     return this.conditionalWrite(key, now, expected, merged, sql`OCTET_LENGTH(${merged}) <= ${maxBytes}`);
   }
 
+  /** Revokes a live session, or ends the grace of a rotated-away id. True when a row changed. */
   async destroy(key: SessionKey, now: Date): Promise<boolean> {
     const result = await this.db
       .update(sessions)
       // The idle expiry becomes the revocation time, so the sweeper's one range finds the row.
-      .set({ state: 'revoked', idleExpiresAt: now })
-      .where(and(byKey(key), eq(sessions.state, 'active')));
+      .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${now})` })
+      .where(and(byKey(key), revocable(now)));
     return affectedRows(result) === 1;
   }
 
-  async rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
+  async rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds = 0): Promise<SessionRecord | null> {
     const current = await this.selectLive(key, now, true);
     if (current === null) return null;
     const rotated: SessionRecord = {
@@ -136,9 +173,74 @@ export class SessionStatements {
       lastSeenAt: now,
       idleExpiresAt: slidIdleExpiry(now, current.idleTimeoutSeconds, current.absoluteExpiresAt),
     };
-    await this.db.update(sessions).set({ state: 'revoked', idleExpiresAt: now }).where(byKey(key));
+    // With a grace the old row points at the new one until the grace ends (its idle expiry).
+    const graceEnd = new Date(Math.min(now.getTime() + graceSeconds * 1000, current.absoluteExpiresAt.getTime()));
+    await this.db
+      .update(sessions)
+      .set({ state: 'revoked', idleExpiresAt: graceSeconds > 0 ? graceEnd : now, rotatedTo: graceSeconds > 0 ? newIdHash : null })
+      .where(byKey(key));
     await this.db.insert(sessions).values({ ...rotated, state: 'active' });
     return rotated;
+  }
+
+  /**
+   * Inserts a new session; with a cap, first revokes the subject's least recently used live
+   * sessions so that it holds at most `maxPerSubject` afterwards. The subject's rows are
+   * locked, so concurrent creates for one subject serialise. Returns the evicted keys.
+   */
+  async insert(session: SessionRecord, maxPerSubject = 0): Promise<SessionKey[]> {
+    let evicted: SessionKey[] = [];
+    if (maxPerSubject > 0 && session.subject !== null) {
+      const rows = await this.db
+        .select({ idHash: sessions.idHash })
+        .from(sessions)
+        .where(and(subjectIs(session.namespace, session.subject), liveRows(session.createdAt)))
+        .orderBy(asc(sessions.lastSeenAt), asc(sessions.createdAt))
+        .for('update');
+      const excess = rows.length - maxPerSubject + 1;
+      if (excess > 0) {
+        evicted = rows.slice(0, excess).map((r) => ({ namespace: session.namespace, idHash: r.idHash }));
+        await this.db
+          .update(sessions)
+          .set({ state: 'revoked', idleExpiresAt: session.createdAt })
+          .where(and(eq(sessions.namespace, session.namespace), inArray(sessions.idHash, evicted.map((k) => k.idHash))));
+      }
+    }
+    await this.db.insert(sessions).values({ ...session, state: 'active' });
+    return evicted;
+  }
+
+  async listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
+    const position =
+      after === undefined
+        ? undefined
+        : or(lt(sessions.lastSeenAt, after.lastSeenAt), and(eq(sessions.lastSeenAt, after.lastSeenAt), lt(sessions.idHash, after.idHash)));
+    const rows = await this.db
+      .select()
+      .from(sessions)
+      .where(and(subjectIs(namespace, subject), liveRows(now), position))
+      .orderBy(desc(sessions.lastSeenAt), desc(sessions.idHash))
+      .limit(limit);
+    return rows.map(toRecord);
+  }
+
+  /**
+   * Revokes every session of a subject but `keep` (and ends the graces of ids rotated away from
+   * them). Returns the keys whose cache entries must go and how many live sessions were revoked.
+   */
+  async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ keys: SessionKey[]; revoked: number }> {
+    const rows = await this.db
+      .select({ idHash: sessions.idHash, state: sessions.state, idleExpiresAt: sessions.idleExpiresAt, absoluteExpiresAt: sessions.absoluteExpiresAt })
+      .from(sessions)
+      .where(and(subjectIs(namespace, subject), revocable(now), keep === undefined ? undefined : ne(sessions.idHash, keep)))
+      .for('update');
+    if (rows.length === 0) return { keys: [], revoked: 0 };
+    await this.db
+      .update(sessions)
+      .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${now})` })
+      .where(and(eq(sessions.namespace, namespace), inArray(sessions.idHash, rows.map((r) => r.idHash))));
+    const revoked = rows.filter((r) => r.state === 'active' && r.idleExpiresAt > now && r.absoluteExpiresAt > now).length;
+    return { keys: rows.map((r) => ({ namespace, idHash: r.idHash })), revoked };
   }
 
   /** Records a cache invalidation to be acknowledged by Redis; returns the row id. */
@@ -169,23 +271,30 @@ export class MariaDbSessionStore implements SessionStore {
     return this.database.run((db) => work(new SessionStatements(db)));
   }
 
-  async create(session: SessionRecord): Promise<void> {
-    await this.database.run((db) => db.insert(sessions).values({ ...session, state: 'active' }));
+  async create(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
+    const cap = options.maxPerSubject ?? 0;
+    if (cap === 0 || session.subject === null) {
+      await this.database.run((db) => db.insert(sessions).values({ ...session, state: 'active' }));
+      return { evicted: 0 };
+    }
+    const evicted = await this.transaction((tx) => tx.insert(session, cap));
+    return { evicted: evicted.length };
   }
 
   get(key: SessionKey, now: Date): Promise<SessionRecord | null> {
-    return this.single((s) => s.selectLive(key, now));
+    return this.single((s) => s.resolve(key, now));
   }
 
   async touch(key: SessionKey, now: Date): Promise<SessionRecord | null> {
     return this.single(async (s) => {
-      const current = await s.selectLive(key, now);
+      const current = await s.resolve(key, now);
       if (current === null) return null;
       const next = touched(current, now);
       const threshold = persistThresholdMs(current.idleTimeoutSeconds, this.options.touchPersistThresholdSeconds);
       // Lazy write-behind: the stored expiry may lag the true one by at most `threshold`.
       if (!touchNeedsWrite(current.idleExpiresAt, next.idleExpiresAt, threshold)) return current;
-      return (await s.persistTouch(key, next.idleExpiresAt, now, now)) ? next : null;
+      const resolved = { namespace: current.namespace, idHash: current.idHash };
+      return (await s.persistTouch(resolved, next.idleExpiresAt, now, now)) ? next : null;
     });
   }
 
@@ -205,8 +314,16 @@ export class MariaDbSessionStore implements SessionStore {
     return this.single((s) => s.destroy(key, now));
   }
 
-  rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null> {
-    return this.transaction((tx) => tx.rotate(key, newIdHash, now));
+  rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds = 0): Promise<SessionRecord | null> {
+    return this.transaction((tx) => tx.rotate(key, newIdHash, now, graceSeconds));
+  }
+
+  listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
+    return this.single((s) => s.listBySubject(namespace, subject, now, limit, after));
+  }
+
+  async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
+    return (await this.transaction((tx) => tx.revokeSubject(namespace, subject, keep, now))).revoked;
   }
 
   async sweepBatch(before: Date, batchSize: number): Promise<number> {

@@ -10,6 +10,12 @@ export type WriteResult =
 
 export type PatchResult = WriteResult | { kind: 'too_large' };
 
+/** Keyset position in a subject's session list (newest activity first). */
+export interface SubjectCursor {
+  lastSeenAt: Date;
+  idHash: Buffer;
+}
+
 /**
  * The storage contract every backend (MariaDB, and the Redis cache in front of it) fulfils.
  * Methods take `now` from the caller so that expiry is decided by one clock per request and
@@ -17,13 +23,20 @@ export type PatchResult = WriteResult | { kind: 'too_large' };
  * everywhere, and no method ever resurrects one.
  */
 export interface SessionStore {
-  /** Commits a new session. Resolves only once it is durable. */
-  create(session: SessionRecord): Promise<void>;
-  /** The live session, or null. */
+  /**
+   * Commits a new session. Resolves only once it is durable. With `maxPerSubject`, the
+   * subject's least recently used live sessions are revoked in the same transaction so that it
+   * holds at most that many; returns how many were.
+   */
+  create(session: SessionRecord, options?: { maxPerSubject?: number }): Promise<{ evicted: number }>;
+  /**
+   * The live session, or null. During a rotation grace the old id answers with the session it
+   * was rotated to (so the record's idHash may differ from the key's).
+   */
   get(key: SessionKey, now: Date): Promise<SessionRecord | null>;
   /**
    * Slides the idle expiry (never backwards, never past the absolute expiry) and returns the
-   * session as it now stands, or null when it is not live.
+   * session as it now stands, or null when it is not live. Follows a rotation grace like get.
    */
   touch(key: SessionKey, now: Date): Promise<SessionRecord | null>;
   /** Replaces data when the version matches; bumps the version. */
@@ -36,13 +49,19 @@ export interface SessionStore {
     maxBytes: number,
     now: Date,
   ): Promise<PatchResult>;
-  /** Revokes the session. True when a live session was revoked by this call. */
+  /** Revokes the session (or ends the rotation grace of an old id). True when something changed. */
   destroy(key: SessionKey, now: Date): Promise<boolean>;
   /**
    * Moves a live session to a new id in one step: the new row carries the same data, subject,
-   * version and absolute expiry; the old one is revoked. Null when the old one is not live.
+   * version and absolute expiry; the old one is revoked — at once, or after `graceSeconds`
+   * during which the old id only reads and touches the new session. Null when the old one is
+   * not live.
    */
-  rotate(key: SessionKey, newIdHash: Buffer, now: Date): Promise<SessionRecord | null>;
+  rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds?: number): Promise<SessionRecord | null>;
+  /** A subject's live sessions, newest activity first, after the cursor. */
+  listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]>;
+  /** Revokes all of a subject's sessions but `keep`, atomically; returns how many live ones were revoked. */
+  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number>;
   /** Deletes up to `batchSize` rows that expired or were revoked before `before`; returns the count. */
   sweepBatch(before: Date, batchSize: number): Promise<number>;
 }

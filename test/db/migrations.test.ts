@@ -44,6 +44,7 @@ t.test('drizzle-kit migrate with only DATABASE_URL set builds the schema, and is
   t.match(ddl, /`namespace` varchar\(64\) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL/);
   t.match(ddl, /`idle_expires_at` datetime\(3\) NOT NULL/);
   t.match(ddl, /PRIMARY KEY \(`namespace`,`id_hash`\)/);
-  t.match(ddl, /KEY `sessions_subject_idx` \(`namespace`,`subject`\)/);
+  t.match(ddl, /KEY `sessions_subject_idx` \(`namespace`,`subject`,`last_seen_at`\)/);
+  t.match(ddl, /`rotated_to` binary\(32\) DEFAULT NULL/);
   t.match(ddl, /KEY `sessions_idle_expires_idx` \(`idle_expires_at`\)/);
 });

@@ -3,14 +3,20 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp, REDACTED_LOG_PATHS } from '../../src/app.js';
 import { mintApiKey, type ApiKeyEntry } from '../../src/auth/api-keys.js';
 import { buildConfig, type Config } from '../../src/config/config.js';
+import type { PolicyOverrides } from '../../src/config/policies.js';
 import { migratedDatabase } from './mariadb.js';
 
 export const KEY_A = mintApiKey('app-a', 'tenant-a');
 export const KEY_A2 = mintApiKey('app-a', 'tenant-a'); // a second, rotated key of the same client
 export const KEY_B = mintApiKey('app-b', 'tenant-b');
 
-export function testConfig(databaseUrl: string, overrides: Partial<Config> = {}, env: Record<string, string> = {}): Config {
-  const apiKeys: ApiKeyEntry[] = [KEY_A.entry, KEY_A2.entry, KEY_B.entry];
+export function testConfig(
+  databaseUrl: string,
+  overrides: Partial<Config> = {},
+  env: Record<string, string> = {},
+  namespaces: Record<string, PolicyOverrides> = {},
+): Config {
+  const keys: ApiKeyEntry[] = [KEY_A.entry, KEY_A2.entry, KEY_B.entry];
   const config = buildConfig(
     {
       DATABASE_URL: databaseUrl,
@@ -25,7 +31,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {},
       SHUTDOWN_TIMEOUT_MS: '1000',
       ...env,
     },
-    apiKeys,
+    { keys, namespaces },
   );
   return { ...config, ...overrides };
 }
@@ -46,10 +52,10 @@ export interface TestApp {
 export async function testApp(
   t: TapLike,
   overrides: Partial<Config> = {},
-  options: { clock?: () => Date; env?: Record<string, string> } = {},
+  options: { clock?: () => Date; env?: Record<string, string>; namespaces?: Record<string, PolicyOverrides> } = {},
 ): Promise<TestApp> {
   const url = await migratedDatabase(t);
-  const config = testConfig(url, overrides, options.env);
+  const config = testConfig(url, overrides, options.env, options.namespaces);
   const logs: string[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {

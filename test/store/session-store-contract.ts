@@ -219,4 +219,97 @@ export function sessionStoreContract(t: Test, make: (t: Test) => Promise<Contrac
     t.not(await store.get(live[0]!, at(t0, 10)), null);
     t.not(await store.get(live[1]!, at(t0, 10)), null);
   });
+
+  t.test('listBySubject pages through live sessions, newest activity first', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const mine = Array.from({ length: 5 }, (_, i) => newRecord(t0, { subject, lastSeenAt: at(t0, i) }));
+    for (const s of mine) await store.create(s);
+    await store.create(newRecord(t0, { subject: 'someone-else' }));
+    await store.create(newRecord(t0, { subject, namespace: 'ns-b' }));
+    await store.create(newRecord(t0, { subject, idleExpiresAt: at(t0, 1), lastSeenAt: at(t0, 9) })); // expired at t0+2
+    await store.destroy(mine[4]!, t0);
+    const now = at(t0, 2);
+    const first = await store.listBySubject('ns-a', subject, now, 2);
+    t.same(first.map((s) => s.lastSeenAt), [at(t0, 3), at(t0, 2)], 'newest activity first; revoked and expired left out');
+    const last = first.at(-1)!;
+    const second = await store.listBySubject('ns-a', subject, now, 10, { lastSeenAt: last.lastSeenAt, idHash: last.idHash });
+    t.same(second.map((s) => s.lastSeenAt), [at(t0, 1), at(t0, 0)], 'the cursor continues where the page ended');
+    t.ok(second.every((s) => s.subject === subject && s.namespace === 'ns-a'));
+  });
+
+  t.test('revokeSubject revokes all of a subject but the kept one, atomically', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const mine = Array.from({ length: 4 }, () => newRecord(t0, { subject }));
+    for (const s of mine) await store.create(s);
+    for (const s of mine) await store.get(s, t0); // warm any cache
+    const other = newRecord(t0, { subject: 'bystander' });
+    await store.create(other);
+    t.equal(await store.revokeSubject('ns-a', subject, mine[0]!.idHash, t0), 3);
+    t.ok(await store.get(mine[0]!, t0), 'the kept session lives');
+    for (const s of mine.slice(1)) t.equal(await store.get(s, t0), null, 'the others are gone at once');
+    t.ok(await store.get(other, t0), "another subject's session is untouched");
+    t.equal(await store.revokeSubject('ns-b', subject, undefined, t0), 0, 'namespaces are separate');
+    t.equal(await store.revokeSubject('ns-a', subject, undefined, t0), 1);
+    t.equal(await store.get(mine[0]!, t0), null);
+  });
+
+  t.test('create with a per-subject cap revokes the least recently used', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const a = newRecord(t0, { subject, lastSeenAt: at(t0, 2) });
+    const b = newRecord(t0, { subject, lastSeenAt: at(t0, 1) });
+    t.same(await store.create(a, { maxPerSubject: 2 }), { evicted: 0 });
+    t.same(await store.create(b, { maxPerSubject: 2 }), { evicted: 0 });
+    await store.get(b, t0); // warm any cache
+    const c = newRecord(t0, { subject });
+    t.same(await store.create(c, { maxPerSubject: 2 }), { evicted: 1 });
+    t.equal(await store.get(b, t0), null, 'b was used least recently: evicted');
+    t.ok(await store.get(a, t0));
+    t.ok(await store.get(c, t0));
+    t.same(await store.create(newRecord(t0, { subject: null }), { maxPerSubject: 2 }), { evicted: 0 }, 'no subject, no cap');
+  });
+
+  t.test('concurrent creates under a cap never leave more than the cap alive', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const made = Array.from({ length: 6 }, () => newRecord(t0, { subject }));
+    await Promise.all(made.map((s) => store.create(s, { maxPerSubject: 2 })));
+    const live = await store.listBySubject('ns-a', subject, t0, 100);
+    t.equal(live.length, 2);
+  });
+
+  t.test('rotation grace: the old id reads and touches the new session until the grace ends, and never writes', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: { v: 1 } });
+    await store.create(s);
+    await store.get(s, t0); // warm any cache
+    const newHash = randomBytes(32);
+    const rotated = await store.rotate(s, newHash, t0, 30);
+    t.ok(rotated);
+    const viaOld = await store.get(s, at(t0, 10));
+    t.ok(viaOld?.idHash.equals(newHash), 'the old id answers with the new session');
+    const touched = await store.touch(s, at(t0, 20));
+    t.ok(touched?.idHash.equals(newHash), 'and touches it');
+    t.same(await store.replaceData(s, { v: 2 }, { any: true }, at(t0, 10)), { kind: 'not_found' }, 'no writes through the old id');
+    t.same(await store.patchData(s, { v: 2 }, undefined, 65536, at(t0, 10)), { kind: 'not_found' });
+    t.equal(await store.rotate(s, randomBytes(32), at(t0, 10)), null, 'no second rotation from the old id');
+    t.same((await store.get({ namespace: s.namespace, idHash: newHash }, at(t0, 10)))?.data, { v: 1 }, 'the new session is untouched');
+    t.equal(await store.get(s, at(t0, 30)), null, 'after the grace the old id is dead');
+    t.equal(await store.touch(s, at(t0, 31)), null);
+    t.ok(await store.get({ namespace: s.namespace, idHash: newHash }, at(t0, 31)), 'the new one lives on');
+  });
+
+  t.test('destroying an old id during its grace ends the grace and spares the new session', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0);
+    await store.create(s);
+    const newHash = randomBytes(32);
+    await store.rotate(s, newHash, t0, 60);
+    t.ok(await store.get(s, at(t0, 1)));
+    await store.destroy(s, at(t0, 1));
+    t.equal(await store.get(s, at(t0, 2)), null, 'the old id is dead at once');
+    t.ok(await store.get({ namespace: s.namespace, idHash: newHash }, at(t0, 2)), 'the new session lives');
+  });
 }

@@ -7,15 +7,18 @@ import { etagOf, type IssuedSession, type SessionService } from '../../service/s
 import {
   CreateSessionBody,
   IdParams,
-  problems,
+  problemResponses,
+  RotateBody,
   SessionTokenHeaders,
   WriteHeaders,
 } from '../schemas.js';
 import { sendProblem } from '../problem.js';
+import type { GuessingMonitor } from '../guessing-monitor.js';
 import { sessionView } from '../session-view.js';
 
 export interface SessionRoutesOptions {
   service: SessionService;
+  guessing: GuessingMonitor;
 }
 
 const MERGE_PATCH = 'application/merge-patch+json';
@@ -47,12 +50,14 @@ function sendIssued(request: FastifyRequest, reply: FastifyReply, issued: Issued
     .send({ token: issued.token, session: sessionView(issued.session) });
 }
 
-export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service }) => {
+export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service, guessing }) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
-  // Sessions hold credentials: no shared cache may keep a response.
-  app.addHook('onSend', async (_request, reply) => {
-    reply.header('cache-control', 'no-store');
+  // A token that matched nothing: count it per client (the guessing signal).
+  app.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode === 404 && request.headers['session-token'] !== undefined && request.caller !== undefined) {
+      guessing.record(request.caller.client);
+    }
   });
 
   // RFC 7396 documents arrive as application/merge-patch+json; parse them like JSON.
@@ -74,7 +79,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         body: CreateSessionBody,
-        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...pick(400, 401, 413, 415, 500, 503) },
+        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...problemResponses(400, 401, 413, 415, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -98,7 +103,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
@@ -116,7 +121,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session after the touch.'), ...pick(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
@@ -134,7 +139,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: Type.Ref('SessionData'),
-        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 428, 500, 503) },
+        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 428, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -157,7 +162,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: { content: { [MERGE_PATCH]: { schema: Type.Ref('SessionData') } } },
-        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...pick(400, 401, 404, 412, 413, 415, 500, 503) },
+        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -176,7 +181,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...pick(400, 401, 500, 503) },
+        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...problemResponses(400, 401, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -194,16 +199,19 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         summary: 'Issue a new token for the session; the old one dies',
         description:
           'Defends against session fixation on login or privilege change. Data, subject, version and absolute expiry carry over; ' +
-          'the new id starts a fresh idle period. One transaction.',
+          'the new id starts a fresh idle period. One transaction. With `graceSeconds` (at most 60) the old token still reads and ' +
+          'touches — answering with the new session — until the grace ends, for requests already in flight; it never writes, and ' +
+          'DELETE with it ends its grace without touching the new session.',
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        body: Type.Object({}, { additionalProperties: false }),
-        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...pick(400, 401, 404, 415, 500, 503) },
+        body: RotateBody,
+        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...problemResponses(400, 401, 404, 415, 500, 503) },
       },
     },
     async (request, reply) => {
-      return sendIssued(request, reply, await service.rotate(request.caller.namespace, request.headers['session-token']));
+      const { graceSeconds } = request.body as { graceSeconds?: number };
+      return sendIssued(request, reply, await service.rotate(request.caller.namespace, request.headers['session-token'], graceSeconds));
     },
   );
 
@@ -216,7 +224,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 200: ok('Session', 'The live session.'), ...pick(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.getById(request.caller.namespace, request.params.id)),
@@ -232,7 +240,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...pick(400, 401, 500, 503) },
+        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...problemResponses(400, 401, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -241,10 +249,6 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
     },
   );
 };
-
-function pick<K extends keyof typeof problems>(...codes: K[]): Pick<typeof problems, K> {
-  return Object.fromEntries(codes.map((c) => [c, problems[c]])) as Pick<typeof problems, K>;
-}
 
 function contentTypeOf(request: FastifyRequest): string {
   return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
