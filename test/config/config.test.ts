@@ -95,6 +95,37 @@ t.test('a node list selects Redis Cluster mode', async (t) => {
   t.equal(c.redis?.url, undefined);
 });
 
+t.test('the keys file may carry per-namespace policies; the plain array stays valid', async (t) => {
+  const file = path.join(dir, 'policies.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      keys: [mintApiKey('shop-web', 'shop').entry, mintApiKey('blog', 'blog').entry],
+      namespaces: {
+        shop: { idleTimeoutSeconds: 600, idleTimeoutMaxSeconds: 3600, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 } },
+      },
+    }),
+  );
+  const c = loadConfig({ ...base, API_KEYS_FILE: file, SESSIONS_PER_SUBJECT_MAX: '10', RATE_LIMIT_MAX: '1000' });
+  t.equal(c.apiKeys.length, 2);
+  t.match(c.policies.for('shop'), { idleTimeoutDefault: 600, idleTimeoutMax: 3600, absoluteTimeoutDefault: 43_200, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 } });
+  t.match(c.policies.for('blog'), { idleTimeoutDefault: 1800, maxSessionsPerSubject: 10, rateLimit: { max: 1000, windowSeconds: 60 } }, 'others get the environment defaults');
+  t.equal(loadConfig(base).policies.for('ns').maxSessionsPerSubject, 0, 'no cap by default');
+  const bad: Record<string, unknown> = {
+    unknownField: { keys: [mintApiKey('a', 'n').entry], extra: 1 },
+    unknownPolicy: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { colour: 'red' } } },
+    negativeCap: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { maxSessionsPerSubject: -1 } } },
+    defaultOverMax: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { idleTimeoutSeconds: 100, idleTimeoutMaxSeconds: 50 } } },
+    badNamespace: { keys: [mintApiKey('a', 'n').entry], namespaces: { 'has space': {} } },
+    noKeys: { namespaces: {} },
+  };
+  for (const [name, content] of Object.entries(bad)) {
+    const f = path.join(dir, `${name}.json`);
+    writeFileSync(f, JSON.stringify(content));
+    failsOn(t, { ...base, API_KEYS_FILE: f }, 'API_KEYS_FILE');
+  }
+});
+
 t.test('several entries per client are allowed (key rotation)', async (t) => {
   const file = path.join(dir, 'rotation.json');
   writeFileSync(file, JSON.stringify([mintApiKey('app', 'ns').entry, mintApiKey('app', 'ns').entry]));
