@@ -149,7 +149,18 @@ export const sharedSchemas = [
   ProblemSchema,
 ];
 
-const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: Type.Ref('Problem') } } });
+const problem = (description: string, headers?: Record<string, { type: string; description: string }>) => ({
+  description,
+  ...(headers === undefined ? {} : { headers }),
+  content: { 'application/problem+json': { schema: Type.Ref('Problem') } },
+});
+
+/** Sent on every /v1 answer while the namespace has a rate limit. */
+export const rateLimitHeaders = {
+  'x-ratelimit-limit': { type: 'integer', description: "Requests the client may make per window (its namespace's policy)." },
+  'x-ratelimit-remaining': { type: 'integer', description: 'Requests left in the current window.' },
+  'x-ratelimit-reset': { type: 'integer', description: 'Seconds until the window ends.' },
+};
 
 /** Problem responses, reused across routes so openapi.yaml lists each one. */
 export const problems = {
@@ -160,9 +171,14 @@ export const problems = {
   413: problem('Session data larger than the limit (`payload_too_large`).'),
   415: problem('Wrong content type (`unsupported_media_type`).'),
   428: problem('If-Match is required (`precondition_required`).'),
-  429: problem('Too many requests (`rate_limited`).'),
+  429: problem('The API client exceeded its rate limit (`rate_limited`).', {
+    'retry-after': { type: 'integer', description: 'Seconds until the window ends.' },
+    ...rateLimitHeaders,
+  }),
   500: problem('Unexpected error (`internal_error`).'),
-  503: problem('MariaDB unavailable (`store_unavailable`); retry after `Retry-After` seconds.'),
+  503: problem('MariaDB unavailable (`store_unavailable`).', {
+    'retry-after': { type: 'integer', description: 'Seconds to wait before retrying.' },
+  }),
 } as const;
 
 /** The problem responses a route can give, by status. */

@@ -8,6 +8,7 @@ import {
   CreateSessionBody,
   IdParams,
   problemResponses,
+  rateLimitHeaders,
   RotateBody,
   SessionTokenHeaders,
   WriteHeaders,
@@ -23,7 +24,7 @@ export interface SessionRoutesOptions {
 
 const MERGE_PATCH = 'application/merge-patch+json';
 
-const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' } };
+const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' }, ...rateLimitHeaders };
 const ok = (ref: string, description: string) => ({ description, headers: etagHeader, ...Type.Ref(ref) });
 
 const tag = ['sessions'];
@@ -79,7 +80,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         body: CreateSessionBody,
-        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...problemResponses(400, 401, 413, 415, 500, 503) },
+        response: { 201: ok('IssuedSession', 'Session created and committed.'), ...problemResponses(400, 401, 413, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -103,7 +104,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
@@ -121,7 +122,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
@@ -139,7 +140,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: Type.Ref('SessionData'),
-        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 428, 500, 503) },
+        response: { 200: ok('Session', 'Data replaced; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 428, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -162,7 +163,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: WriteHeaders,
         body: { content: { [MERGE_PATCH]: { schema: Type.Ref('SessionData') } } },
-        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 500, 503) },
+        response: { 200: ok('Session', 'Patch applied; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -181,7 +182,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 204: { type: 'null', description: 'Destroyed (or already gone).' }, ...problemResponses(400, 401, 500, 503) },
+        response: { 204: { type: 'null', description: 'Destroyed (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -206,7 +207,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         security,
         headers: SessionTokenHeaders,
         body: RotateBody,
-        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...problemResponses(400, 401, 404, 415, 500, 503) },
+        response: { 201: ok('IssuedSession', 'Rotated: use the new token from now on.'), ...problemResponses(400, 401, 404, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -224,7 +225,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 500, 503) },
+        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.getById(request.caller.namespace, request.params.id)),
@@ -240,7 +241,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 204: { type: 'null', description: 'Revoked (or already gone).' }, ...problemResponses(400, 401, 500, 503) },
+        response: { 204: { type: 'null', description: 'Revoked (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 429, 500, 503) },
       },
     },
     async (request, reply) => {

@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { expiresAt, type SessionRecord } from '../../domain/session.js';
 import { publicIdOf } from '../../domain/token.js';
 import type { SessionService } from '../../service/session-service.js';
-import { problemResponses, SubjectParams } from '../schemas.js';
+import { problemResponses, rateLimitHeaders, SubjectParams } from '../schemas.js';
 
 export interface SubjectRoutesOptions {
   service: SessionService;
@@ -60,7 +60,7 @@ export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fa
           },
           { additionalProperties: false },
         ),
-        response: { 200: { description: 'One page of sessions.', ...Type.Ref('SubjectSessionPage') }, ...problemResponses(400, 401, 500, 503) },
+        response: { 200: { description: 'One page of sessions.', headers: rateLimitHeaders, ...Type.Ref('SubjectSessionPage') }, ...problemResponses(400, 401, 429, 500, 503) },
       },
     },
     async (request) => {
@@ -89,9 +89,10 @@ export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fa
         response: {
           200: {
             description: 'How many live sessions were revoked.',
+            headers: rateLimitHeaders,
             ...Type.Object({ revoked: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
           },
-          ...problemResponses(400, 401, 500, 503),
+          ...problemResponses(400, 401, 429, 500, 503),
         },
       },
     },
