@@ -7,6 +7,8 @@ import { installErrorHandling } from './http/problem.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { subjectRoutes } from './http/routes/subjects.js';
 import { GuessingMonitor } from './http/guessing-monitor.js';
+import { registerDocs } from './http/docs.js';
+import { registerMetrics } from './metrics/metrics.js';
 import { sharedSchemas } from './http/schemas.js';
 import { databasePlugin } from './plugins/database.js';
 import { sweeperPlugin } from './plugins/sweeper.js';
@@ -151,6 +153,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     { prefix: '/v1' },
   );
+
+  if (config.docs.enabled) await registerDocs(app);
+  await registerMetrics(app, { port: config.metrics.port, host: config.host });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   // Ready while MariaDB answers; a Redis outage keeps the pod ready (calls fall back) and says so.

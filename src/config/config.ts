@@ -55,6 +55,10 @@ export interface Config {
   sweeper: { intervalSeconds: number; batchSize: number };
   db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
   shutdownTimeoutMs: number;
+  /** /metrics: on the main port, or on a port of its own when set. */
+  metrics: { port: number | undefined };
+  /** The API reference page at /docs (and the document at /docs/json). */
+  docs: { enabled: boolean };
 }
 
 
@@ -80,6 +84,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const n = Number(value);
   if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
   return n;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (/^(true|1|yes|on)$/i.test(value)) return true;
+  if (/^(false|0|no|off)$/i.test(value)) return false;
+  throw new ConfigError(name, `must be true or false, got "${value}"`);
 }
 
 /** Validates a mysql:// URL without echoing its password into errors. */
@@ -237,5 +249,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
       connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 1000, 10, 60_000),
     },
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    metrics: { port: raw(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535) },
+    docs: { enabled: boolean(env, 'DOCS_ENABLED', true) },
   };
 }
