@@ -155,7 +155,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   );
 
   if (config.docs.enabled) await registerDocs(app);
-  await registerMetrics(app, { port: config.metrics.port, host: config.host });
+  await registerMetrics(app, { port: config.metrics.port, host: config.host, dbPoolSize: config.db.poolSize });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   // Ready while MariaDB answers; a Redis outage keeps the pod ready (calls fall back) and says so.
