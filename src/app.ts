@@ -113,6 +113,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(swagger, {
     openapi: openapiInfo,
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
+    // Create and rotate accept an empty body; @fastify/swagger marks every body required.
+    transformObject: (document) => {
+      if (!('openapiObject' in document)) return document.swaggerObject;
+      const paths = document.openapiObject.paths ?? {};
+      for (const op of [paths['/v1/sessions']?.post, paths['/v1/sessions/current/rotate']?.post]) {
+        if (op?.requestBody !== undefined && !('$ref' in op.requestBody)) op.requestBody.required = false;
+      }
+      return document.openapiObject;
+    },
   });
 
   app.decorate('cacheCounters', undefined);

@@ -59,13 +59,15 @@ export class RedisGateway {
     private readonly options: RedisGatewayOptions,
     private readonly log: Logger,
   ) {
+    // Deadlines are per call (see deadline()): reads get the command timeout, the invalidations
+    // after a write get three times as long. A reply that arrives later is dropped.
     const redisOptions: RedisOptions = {
       enableOfflineQueue: false,
-      commandTimeout: options.commandTimeoutMs,
       connectTimeout: options.connectTimeoutMs,
       maxRetriesPerRequest: 0,
-      // Reconnect forever, but never wait more than a second between attempts.
-      retryStrategy: (times) => Math.min(50 * 2 ** times, 1000),
+      // Reconnect forever, and soon: a replica that reconnects late cannot invalidate what its
+      // writes changed while the other replicas already read from Redis again.
+      retryStrategy: (times) => Math.min(25 * 2 ** times, 200),
       enableAutoPipelining: true,
     };
     const client =
@@ -87,7 +89,7 @@ export class RedisGateway {
     this.breaker = new CircuitBreaker(
       { failureThreshold: options.breakerFailureThreshold, cooldownMs: options.breakerCooldownMs },
       async () => {
-        await this.withTimeout(this.client.ping());
+        await this.withTimeout(this.client.ping(), this.options.commandTimeoutMs);
         await this.onRecover();
       },
       Date.now,
@@ -126,20 +128,25 @@ export class RedisGateway {
     this.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis error');
   }
 
-  /** A hard deadline on top of ioredis' command timeout (cluster slot refreshes can stall). */
-  private withTimeout<T>(p: Promise<T>): Promise<T> {
+  /** Rejects when `p` has not settled within `ms` (the command may still run in Redis). */
+  private withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     let timer: NodeJS.Timeout;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('redis deadline exceeded')), this.options.commandTimeoutMs * 2 + 10);
+      timer = setTimeout(() => reject(new Error('redis deadline exceeded')), ms);
     });
     return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
   }
 
-  /** `force` skips the breaker check: the recovery probe replays the outbox before it closes. */
-  private async guard<T>(op: () => Promise<T>, force = false): Promise<T> {
+  /**
+   * Runs one Redis call under the breaker and a deadline. `force` skips the breaker check: the
+   * invalidations owed after a committed write are always tried (an unreachable Redis rejects
+   * them at once; a stalled one costs the write deadline), because another replica may be
+   * reading from Redis while this one's breaker is open.
+   */
+  private async guard<T>(op: () => Promise<T>, force = false, deadlineMs = this.options.commandTimeoutMs): Promise<T> {
     if (!force && !this.breaker.allows()) throw new CacheUnavailableError();
     try {
-      const result = await this.withTimeout(op());
+      const result = await this.withTimeout(op(), deadlineMs);
       this.breaker.success();
       return result;
     } catch (err) {
@@ -187,13 +194,18 @@ export class RedisGateway {
   /** After a committed data change: drop the entry and any fill lease. */
   async invalidate(key: SessionKey, force = false): Promise<void> {
     const { entry, lease } = sessionKeys(key);
-    await this.guard(() => this.client.del(entry, lease), force);
+    await this.guard(() => this.client.del(entry, lease), force, this.writeDeadlineMs());
   }
 
   /** After a committed destroy or rotate: a versioned-forever (until TTL) "this session is gone". */
   async tombstone(key: SessionKey, force = false): Promise<void> {
     const { entry, lease } = sessionKeys(key);
-    await this.guard(() => this.client.sdTombstone(entry, lease, this.options.cacheTtlMs), force);
+    await this.guard(() => this.client.sdTombstone(entry, lease, this.options.cacheTtlMs), force, this.writeDeadlineMs());
+  }
+
+  /** Invalidations follow a committed write, off the read hot path: they may wait longer. */
+  private writeDeadlineMs(): number {
+    return this.options.commandTimeoutMs * 3;
   }
 
   async markPersisted(key: SessionKey, idleExpiresAtMs: number): Promise<void> {
@@ -203,7 +215,7 @@ export class RedisGateway {
   /** Redis answers PING right now (readiness; bypasses the breaker). */
   async ping(): Promise<boolean> {
     try {
-      await this.withTimeout(this.client.ping());
+      await this.withTimeout(this.client.ping(), this.options.commandTimeoutMs);
       return true;
     } catch {
       return false;

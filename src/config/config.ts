@@ -218,7 +218,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
     cache: {
       ttlSeconds: integer(env, 'CACHE_TTL_SECONDS', 300, 1, 7 * DAY),
       leaseMs: integer(env, 'CACHE_LEASE_MS', 2000, 10, 600_000),
-      outboxReplayIntervalMs: integer(env, 'OUTBOX_REPLAY_INTERVAL_MS', 1000, 10, 600_000),
+      outboxReplayIntervalMs: integer(env, 'OUTBOX_REPLAY_INTERVAL_MS', 250, 10, 600_000),
     },
     host,
     port: integer(env, 'PORT', 8080, 0, 65535),

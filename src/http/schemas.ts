@@ -95,7 +95,20 @@ export const ProblemSchema = Type.Object(
     currentVersion: Type.Optional(Type.Integer({ description: 'With version_mismatch: the current version.' })),
     limitBytes: Type.Optional(Type.Integer({ description: 'With payload_too_large: the data size limit.' })),
   },
-  { additionalProperties: false, $id: 'Problem' },
+  {
+    additionalProperties: false,
+    $id: 'Problem',
+    examples: [
+      {
+        type: 'about:blank',
+        title: 'Precondition Failed',
+        status: 412,
+        code: 'version_mismatch',
+        detail: 'The session was changed since the version given in If-Match.',
+        currentVersion: 3,
+      },
+    ],
+  },
 );
 
 export const CreateSessionBody = Type.Object(

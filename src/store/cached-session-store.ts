@@ -218,10 +218,18 @@ export class CachedSessionStore implements SessionStore {
       return { result, owed };
     });
     if (owed.length > 0) {
-      const paid = await Promise.all(owed.map(async (o) => ((await this.applyToCache(o.key, o.action)) ? o.id : undefined)));
-      const ids = paid.filter((id): id is number => id !== undefined);
-      // A row left behind is replayed later: harmless.
-      if (ids.length > 0) this.db.deleteOutbox(ids).catch(() => undefined);
+      // Always tried, whatever this replica's breaker says: another replica may be reading
+      // from Redis right now.
+      const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true) })));
+      const paid = results.filter((r) => r.paid).map((r) => r.id);
+      const unpaid = results.filter((r) => !r.paid).map((r) => r.id);
+      if (paid.length > 0) this.db.deleteOutbox(paid).catch(() => undefined); // a leftover row is replayed: harmless
+      // Redis did not take it: make the row due at once, so that the outbox worker of any
+      // replica that reaches Redis replays it at its next tick.
+      if (unpaid.length > 0) {
+        this.counters.fallbacks += 1;
+        this.db.markOutboxDue(unpaid).catch(() => undefined);
+      }
     }
     return result;
   }

@@ -101,6 +101,9 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
       schema: {
         operationId: 'getCurrentSession',
         summary: 'Read the session of a token',
+        description:
+          'Reads without sliding the idle expiry (touch does that). 404 once the token is unknown, expired, destroyed or ' +
+          'rotated away; during a rotation grace the old token answers with the new session.',
         tags: tag,
         security,
         headers: SessionTokenHeaders,
@@ -222,6 +225,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
       schema: {
         operationId: 'getSessionById',
         summary: 'Read a session by its public id',
+        description: 'For admin and device pages: the same view as by token, without needing the token. Does not slide the idle expiry.',
         tags: tag,
         security,
         params: IdParams,

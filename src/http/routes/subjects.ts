@@ -55,7 +55,7 @@ export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fa
         params: SubjectParams,
         querystring: Type.Object(
           {
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Page size.' })),
             cursor: Type.Optional(Type.String({ maxLength: 200, description: '`nextCursor` of the previous page.' })),
           },
           { additionalProperties: false },

@@ -1,0 +1,422 @@
+/**
+ * Fault-injection helpers: a private MariaDB + Redis of the test's own (so that it may
+ * SIGSTOP / SIGKILL / restart them), and `node dist/server.js` children — the production start
+ * path — on free loopback ports, with a small fetch-based client that times every call.
+ *
+ * Never uses the runner's shared servers (SESSIOND_TEST_*): those are shared with other files.
+ * `npm test` builds dist/ first; run `npm run build` before running these files by hand.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mysql from 'mysql2/promise';
+import { drizzle } from 'drizzle-orm/mysql2';
+import { migrate } from 'drizzle-orm/mysql2/migrator';
+import { mintApiKey, type MintedKey } from '../../src/auth/api-keys.js';
+import {
+  createDatabase,
+  findBinary,
+  freePort,
+  startMariaDb,
+  startRedis,
+  type MariaDbProcess,
+  type RedisProcess,
+} from '../../src/devstack/processes.js';
+
+export const SERVER = path.resolve('dist/server.js');
+const LOOPBACK = '127.0.0.1';
+
+interface TapLike {
+  teardown(fn: () => unknown): void;
+  passing(): boolean;
+  name?: string;
+}
+
+/** Short timeouts so that a dead dependency costs a test milliseconds. */
+export const TUNED_ENV: Readonly<Record<string, string>> = {
+  LOG_LEVEL: 'warn',
+  REDIS_COMMAND_TIMEOUT_MS: '50',
+  REDIS_CONNECT_TIMEOUT_MS: '300',
+  REDIS_BREAKER_FAILURES: '3',
+  REDIS_BREAKER_COOLDOWN_MS: '300',
+  DB_ACQUIRE_TIMEOUT_MS: '300',
+  DB_QUERY_TIMEOUT_MS: '500',
+  DB_CONNECT_TIMEOUT_MS: '300',
+  OUTBOX_REPLAY_INTERVAL_MS: '200',
+  SWEEPER_INTERVAL_SECONDS: '0',
+  SHUTDOWN_TIMEOUT_MS: '500',
+  // These tests send thousands of calls a second with one API key: no rate limit in the way.
+  RATE_LIMIT_MAX: '1000000000',
+};
+
+// ---------------------------------------------------------------------------------------------
+// Children are never left behind: SIGKILLed on exit, and (Linux) by the kernel if we die.
+
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function track(child: ChildProcess): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const c of liveChildren) {
+        try {
+          if (c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+}
+
+let pdeathsig: string[] | undefined;
+function deathSignalPrefix(): string[] {
+  if (pdeathsig === undefined) {
+    const setpriv = process.platform === 'linux' ? findBinary('setpriv') : undefined;
+    pdeathsig = setpriv ? [setpriv, '--pdeathsig', 'SIGKILL', '--'] : [];
+  }
+  return pdeathsig;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The private stack
+
+export interface Stack {
+  dir: string;
+  mariadb: MariaDbProcess;
+  redis: RedisProcess;
+  /** mysql://root@127.0.0.1:PORT/ (no database). */
+  rootUrl: string;
+  /** The migrated database the services use. */
+  databaseUrl: string;
+  keysFile: string;
+  key: MintedKey;
+  /** One statement on the service database with a fresh connection (short timeouts). */
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** A global status counter of the private MariaDB (e.g. Com_select). */
+  globalStatus(name: string): Promise<number>;
+  /** Starts one more service process on this stack (killed at the stack's teardown at the latest). */
+  service(t: TapLike, env?: Record<string, string>): Promise<ServiceProcess>;
+}
+
+/** Applies drizzle/ to `name` on the server at rootUrl, as drizzle-kit migrate does. */
+export async function migrateDatabase(rootUrl: string, name: string): Promise<string> {
+  const url = await createDatabase(rootUrl, name);
+  const conn = await mysql.createConnection({ uri: url, timezone: 'Z' });
+  try {
+    await migrate(drizzle(conn), { migrationsFolder: 'drizzle', migrationsTable: '__drizzle_migrations' });
+  } finally {
+    await conn.end();
+  }
+  return url;
+}
+
+/**
+ * A private MariaDB and Redis under a temp folder, a migrated database and an API keys file;
+ * all stopped and removed at teardown (service processes are SIGKILLed first).
+ */
+export async function stack(t: TapLike): Promise<Stack> {
+  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run "npm run build" first`);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-fault-'));
+  const services = new Set<ServiceProcess>();
+  const started: Array<MariaDbProcess | RedisProcess> = [];
+  t.teardown(async () => {
+    for (const s of services) s.kill();
+    await Promise.allSettled(started.map((s) => s.stop()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  const [mariadb, redis] = await Promise.all([
+    startMariaDb({ baseDir: dir }).then((s) => (started.push(s), s)),
+    startRedis({ baseDir: dir }).then((s) => (started.push(s), s)),
+  ]);
+  const databaseUrl = await migrateDatabase(mariadb.rootUrl, 'sessiond');
+  const key = mintApiKey('fault-tests', 'fault');
+  const keysFile = path.join(dir, 'keys.json');
+  writeFileSync(keysFile, JSON.stringify([key.entry]));
+
+  const connect = (uri: string) => mysql.createConnection({ uri, timezone: 'Z', dateStrings: true, connectTimeout: 5_000 });
+  const self: Stack = {
+    dir,
+    mariadb,
+    redis,
+    rootUrl: mariadb.rootUrl,
+    databaseUrl,
+    keysFile,
+    key,
+    async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+      const conn = await connect(databaseUrl);
+      try {
+        const [rows] = await conn.query(sql, params);
+        return rows as T[];
+      } finally {
+        await conn.end().catch(() => conn.destroy());
+      }
+    },
+    async globalStatus(name: string): Promise<number> {
+      const conn = await connect(mariadb.rootUrl);
+      try {
+        const [rows] = await conn.query('SHOW GLOBAL STATUS LIKE ?', [name]);
+        return Number((rows as Array<{ Value: string }>)[0]?.Value);
+      } finally {
+        await conn.end().catch(() => conn.destroy());
+      }
+    },
+    async service(st: TapLike, env: Record<string, string> = {}): Promise<ServiceProcess> {
+      const service = await startService(st, {
+        DATABASE_URL: databaseUrl,
+        REDIS_URL: redis.url,
+        API_KEYS_FILE: keysFile,
+        ...env,
+      }, key.key);
+      services.add(service);
+      service.child.once('exit', () => services.delete(service));
+      return service;
+    },
+  };
+  return self;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A service process
+
+export class ServiceProcess {
+  readonly client: ServiceClient;
+  #output = '';
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly name: string,
+    apiKey: string,
+  ) {
+    this.client = new ServiceClient(`http://${LOOPBACK}:${port}`, apiKey, name);
+    const append = (d: Buffer) => {
+      this.#output += String(d);
+      if (this.#output.length > 400_000) this.#output = this.#output.slice(-200_000);
+    };
+    child.stdout!.on('data', append);
+    child.stderr!.on('data', append);
+  }
+
+  get url(): string {
+    return this.client.base;
+  }
+
+  /** Everything the process wrote (the last 200–400 kB). */
+  output(): string {
+    return this.#output;
+  }
+
+  /** Log lines (parsed JSON) written at or after `sinceMs` (wall clock) whose msg matches. */
+  logLines(msg: RegExp, sinceMs = 0): Array<{ time: number; msg: string; [k: string]: unknown }> {
+    const found: Array<{ time: number; msg: string }> = [];
+    for (const line of this.#output.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        const entry = JSON.parse(line) as { time: number; msg: string };
+        if (entry.time >= sinceMs && msg.test(entry.msg)) found.push(entry);
+      } catch {
+        // not a log line
+      }
+    }
+    return found;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.running) this.child.kill(signal);
+  }
+}
+
+let serviceCount = 0;
+
+/**
+ * Starts `node dist/server.js` on a free loopback port with the tuned settings and `env`, and
+ * waits until /healthz answers. Its output is printed if the test fails; SIGKILLed at teardown.
+ */
+export async function startService(t: TapLike, env: Record<string, string>, apiKey: string): Promise<ServiceProcess> {
+  const name = `svc${++serviceCount}`;
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const [bin, ...args] = [...deathSignalPrefix(), process.execPath, SERVER] as string[];
+    const child = spawn(bin!, args, {
+      env: { PATH: process.env.PATH ?? '', ...TUNED_ENV, HOST: LOOPBACK, PORT: String(port), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    track(child);
+    const service = new ServiceProcess(child, port, name, apiKey);
+    t.teardown(() => {
+      if (!t.passing() && service.output().trim() !== '') {
+        process.stderr.write(`\n----- ${name} (port ${port}) output -----\n${service.output()}\n----- end of ${name} -----\n`);
+      }
+      service.kill();
+    });
+    const deadline = Date.now() + 20_000;
+    while (service.running && Date.now() < deadline) {
+      const ok = await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) return service;
+      await sleep(50);
+    }
+    service.kill();
+    // Another process took the port between freePort() and listen(): pick another.
+    if (/EADDRINUSE/.test(service.output()) && attempt < 3) continue;
+    throw new Error(`${name} did not answer /healthz (port ${port}). Output:\n${service.output()}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+export interface Reply {
+  status: number; // 0 when the call failed at the transport level or timed out
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  headers: Headers;
+  /** performance.now() when the call was made and when it settled. */
+  started: number;
+  ended: number;
+  ms: number;
+  error?: string;
+  via: string;
+}
+
+export interface SessionBody {
+  id: string;
+  data: Record<string, unknown>;
+  version: number;
+  expiresAt: string;
+  [k: string]: unknown;
+}
+
+/** A fetch-based client for one service process; every call is timed and never throws. */
+export class ServiceClient {
+  constructor(
+    readonly base: string,
+    private readonly apiKey: string,
+    readonly name: string,
+    private readonly timeoutMs = 15_000,
+  ) {}
+
+  async request(
+    method: string,
+    urlPath: string,
+    opts: { token?: string; body?: unknown; contentType?: string; ifMatch?: string; auth?: boolean } = {},
+  ): Promise<Reply> {
+    const headers: Record<string, string> = {};
+    if (opts.auth !== false) headers.authorization = `Bearer ${this.apiKey}`;
+    if (opts.token !== undefined) headers['session-token'] = opts.token;
+    if (opts.ifMatch !== undefined) headers['if-match'] = opts.ifMatch;
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] = opts.contentType ?? 'application/json';
+    }
+    const started = performance.now();
+    try {
+      const res = await fetch(`${this.base}${urlPath}`, { method, headers, body, signal: AbortSignal.timeout(this.timeoutMs) });
+      const text = await res.text();
+      const ended = performance.now();
+      let parsed: unknown = text;
+      try {
+        parsed = text === '' ? null : JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: res.status, body: parsed, headers: res.headers, started, ended, ms: ended - started, via: this.name };
+    } catch (err) {
+      const ended = performance.now();
+      return { status: 0, body: null, headers: new Headers(), started, ended, ms: ended - started, error: (err as Error).message, via: this.name };
+    }
+  }
+
+  create(data: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<Reply> {
+    return this.request('POST', '/v1/sessions', { body: { data, ...extra } });
+  }
+
+  read(token: string): Promise<Reply> {
+    return this.request('GET', '/v1/sessions/current', { token });
+  }
+
+  touch(token: string): Promise<Reply> {
+    return this.request('POST', '/v1/sessions/current/touch', { token });
+  }
+
+  put(token: string, data: Record<string, unknown>, version: number | string): Promise<Reply> {
+    const ifMatch = typeof version === 'number' ? `"${version}"` : version;
+    return this.request('PUT', '/v1/sessions/current/data', { token, body: data, ifMatch });
+  }
+
+  patch(token: string, patch: Record<string, unknown>, version?: number): Promise<Reply> {
+    return this.request('PATCH', '/v1/sessions/current/data', {
+      token,
+      body: patch,
+      contentType: 'application/merge-patch+json',
+      ifMatch: version === undefined ? undefined : `"${version}"`,
+    });
+  }
+
+  destroy(token: string): Promise<Reply> {
+    return this.request('DELETE', '/v1/sessions/current', { token });
+  }
+
+  rotate(token: string): Promise<Reply> {
+    return this.request('POST', '/v1/sessions/current/rotate', { token });
+  }
+
+  readyz(): Promise<Reply> {
+    return this.request('GET', '/readyz', { auth: false });
+  }
+
+  healthz(): Promise<Reply> {
+    return this.request('GET', '/healthz', { auth: false });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small utilities for the fault tests
+
+/** A random-looking, well-formed token that names no session (43 base64url chars). */
+export function unknownToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** Polls `probe` every `everyMs` until it returns true; resolves to the wait in ms, or rejects after `timeoutMs`. */
+export async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs = 15_000, everyMs = 25): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    if (await probe().catch(() => false)) return performance.now() - started;
+    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** Formats rows of figures as an aligned text table (printed with t.comment). */
+export function table(rows: Array<Record<string, string | number>>): string {
+  if (rows.length === 0) return '(no rows)';
+  const cols = Object.keys(rows[0]!);
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(width[i]!)).join('  ');
+  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
+}
+
+/** Counts of statuses, e.g. "200:41 404:3 503:7". */
+export function statusCounts(replies: Array<{ status: number }>): string {
+  const counts = new Map<number, number>();
+  for (const r of replies) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+  return [...counts.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([s, n]) => `${s}:${n}`)
+    .join(' ');
+}
