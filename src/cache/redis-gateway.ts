@@ -1,19 +1,12 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisConfig } from '../config/config.js';
 import type { SessionKey } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
 import { INSTALL, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
-export interface RedisGatewayOptions {
-  /** A single node (redis://host:port). */
-  url?: string | undefined;
-  /** Cluster mode: the startup nodes. */
-  clusterNodes?: { host: string; port: number }[] | undefined;
-  commandTimeoutMs: number;
-  connectTimeoutMs: number;
-  breakerFailureThreshold: number;
-  breakerCooldownMs: number;
+export interface RedisGatewayOptions extends RedisConfig {
   /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
   cacheTtlMs: number;
   /** Lifetime of a fill lease. */

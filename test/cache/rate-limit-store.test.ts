@@ -1,13 +1,9 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { startRedisCluster } from '../../src/devstack/redis-cluster.js';
 import { RateLimitStore, type RateLimitCount, type RateLimitRedis } from '../../src/cache/rate-limit-store.js';
-import { gatewayOptions, privateRedis, sharedRedisUrl, testGateway } from '../helpers/redis.js';
+import { gatewayOptions, privateCluster, privateRedis, sharedRedisUrl, testGateway } from '../helpers/redis.js';
 
 const MINUTE = 60_000;
 
@@ -274,12 +270,7 @@ t.test('a real Redis killed: flushes fail fast, counts stay local, then resume s
 });
 
 t.test('on Redis Cluster: counters of many clients, spread over all masters, in one flush', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-cluster-'));
-  const cluster = await startRedisCluster({ baseDir: dir });
-  t.teardown(async () => {
-    await cluster.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const cluster = await privateCluster(t);
   const gateway = await testGateway(t, gatewayOptions({ clusterNodes: cluster.startupNodes, commandTimeoutMs: 200 }));
   const now = Date.now();
   const a = new RateLimitStore({ redis: gateway, now: () => now, flushIntervalMs: 1_000_000 });

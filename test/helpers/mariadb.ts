@@ -39,19 +39,25 @@ async function rootUrl(t: TapLike): Promise<string> {
 }
 
 /**
- * A fresh, migrated database for one test (file), dropped afterwards. Migrations are applied
- * from drizzle/ exactly as drizzle-kit migrate applies them (same journal, same table).
+ * Creates `name` on the server at rootUrl and applies drizzle/ to it exactly as drizzle-kit
+ * migrate does (same journal, same table). Returns the database's URL.
  */
-export async function migratedDatabase(t: TapLike): Promise<string> {
-  const root = await rootUrl(t);
-  const name = `t_${randomBytes(6).toString('hex')}`;
-  const url = await createDatabase(root, name);
+export async function migrateDatabase(rootUrl: string, name: string): Promise<string> {
+  const url = await createDatabase(rootUrl, name);
   const conn = await mysql.createConnection({ uri: url, timezone: 'Z' });
   try {
     await migrate(drizzle(conn), { migrationsFolder: 'drizzle', migrationsTable: '__drizzle_migrations' });
   } finally {
     await conn.end();
   }
+  return url;
+}
+
+/** A fresh, migrated database for one test (file), dropped afterwards. */
+export async function migratedDatabase(t: TapLike): Promise<string> {
+  const root = await rootUrl(t);
+  const name = `t_${randomBytes(6).toString('hex')}`;
+  const url = await migrateDatabase(root, name);
   t.teardown(async () => {
     const c = await mysql.createConnection({ uri: root });
     await c.query(`DROP DATABASE IF EXISTS \`${name}\``);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { RedisGateway, type RedisGatewayOptions } from '../../src/cache/redis-gateway.js';
 import { startRedis, type RedisProcess } from '../../src/devstack/processes.js';
+import { startRedisCluster, type RedisClusterProcess } from '../../src/devstack/redis-cluster.js';
 
 interface TapLike {
   teardown(fn: () => unknown): void;
@@ -61,4 +62,15 @@ export async function testGateway(t: TapLike, options: RedisGatewayOptions): Pro
   t.teardown(() => gateway.close());
   await gateway.connected(5000);
   return gateway;
+}
+
+/** A 3-master Redis Cluster of this test's own, stopped at teardown. */
+export async function privateCluster(t: TapLike): Promise<RedisClusterProcess> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-cluster-'));
+  const cluster = await startRedisCluster({ baseDir: dir });
+  t.teardown(async () => {
+    await cluster.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return cluster;
 }

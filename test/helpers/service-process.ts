@@ -15,11 +15,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
-import { drizzle } from 'drizzle-orm/mysql2';
-import { migrate } from 'drizzle-orm/mysql2/migrator';
 import { mintApiKey, type MintedKey } from '../../src/auth/api-keys.js';
+import { migrateDatabase } from './mariadb.js';
 import {
-  createDatabase,
   findBinary,
   freePort,
   startMariaDb,
@@ -106,17 +104,7 @@ export interface Stack {
   service(t: TapLike, env?: Record<string, string>): Promise<ServiceProcess>;
 }
 
-/** Applies drizzle/ to `name` on the server at rootUrl, as drizzle-kit migrate does. */
-export async function migrateDatabase(rootUrl: string, name: string): Promise<string> {
-  const url = await createDatabase(rootUrl, name);
-  const conn = await mysql.createConnection({ uri: url, timezone: 'Z' });
-  try {
-    await migrate(drizzle(conn), { migrationsFolder: 'drizzle', migrationsTable: '__drizzle_migrations' });
-  } finally {
-    await conn.end();
-  }
-  return url;
-}
+export { migrateDatabase };
 
 /**
  * A private MariaDB and Redis under a temp folder, a migrated database and an API keys file;

@@ -1,24 +1,15 @@
 import t from 'tap';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import pino from 'pino';
 import { Database } from '../../src/db/database.js';
-import { startRedisCluster } from '../../src/devstack/redis-cluster.js';
 import { CachedSessionStore } from '../../src/store/cached-session-store.js';
 import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
 import { migratedDatabase } from '../helpers/mariadb.js';
-import { gatewayOptions, testGateway } from '../helpers/redis.js';
+import { gatewayOptions, privateCluster, testGateway } from '../helpers/redis.js';
 import { sessionStoreContract } from './session-store-contract.js';
 
 // The store contract once more, on a 3-master Redis Cluster started for this file: every key of
 // a session shares a hash tag, so each script runs on one slot.
-const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-cluster-'));
-const cluster = await startRedisCluster({ baseDir: dir });
-t.teardown(async () => {
-  await cluster.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const cluster = await privateCluster(t);
 const gateway = await testGateway(t, gatewayOptions({ clusterNodes: cluster.startupNodes, commandTimeoutMs: 200 }));
 const log = pino({ level: 'silent' });
 
