@@ -24,7 +24,8 @@ import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { buildApp } from '../../src/app.js';
 import { buildConfig, ConfigError, loadConfig, type Config } from '../../src/config/config.js';
 import { METRICS_PATH } from '../../src/metrics/metrics.js';
-import { ensureKustomize, findBinary, type KustomizeCommand } from '../../src/devstack/processes.js';
+import { ensureKustomize, type KustomizeCommand } from '../../src/devstack/kustomize.js';
+import { findBinary } from '../../src/devstack/processes.js';
 
 // The first run may fetch Debian's kubernetes-client (8 MB) and run apt-get update.
 t.setTimeout(5 * 60_000);
