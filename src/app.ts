@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import swagger from '@fastify/swagger';
 import type { Config } from './config/config.js';
 import { ApiKeyAuthenticator } from './http/authenticate.js';
-import { installErrorHandling } from './http/problem.js';
+import { installErrorHandling, sendProblem } from './http/problem.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { subjectRoutes } from './http/routes/subjects.js';
 import { GuessingMonitor } from './http/guessing-monitor.js';
@@ -95,6 +95,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // Subjects may be 255 characters, percent-encoded up to 12 bytes each in a path segment.
+    routerOptions: { maxParamLength: 4096 },
+    // Errors Fastify answers before routing (a malformed URL) get the same problem+json shape.
+    frameworkErrors: (error, _request, reply) => {
+      sendProblem(reply, 400, 'invalid_request', error.code === 'FST_ERR_BAD_URL' ? 'The URL is malformed.' : 'Bad request.');
+    },
   });
 
   // While draining (after close() began), in-flight responses end their keep-alive connection,

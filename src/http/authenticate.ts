@@ -19,6 +19,15 @@ interface KnownKey {
   caller: Caller;
 }
 
+/**
+ * Adds fields to this request's log lines. Fastify already made the request its own child
+ * logger: binding in place saves a logger per field set on the hot path.
+ */
+export function bindLog(request: FastifyRequest, bindings: Record<string, string>): void {
+  const log = request.log as FastifyRequest['log'] & { setBindings?: (b: Record<string, string>) => void };
+  if (typeof log.setBindings === 'function') log.setBindings(bindings);
+}
+
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
 
 /**
@@ -57,7 +66,7 @@ export class ApiKeyAuthenticator {
         return sendProblem(reply, 401, 'unauthorized', 'A valid API key is required: Authorization: Bearer <key>.');
       }
       request.caller = caller;
-      request.log = request.log.child({ client: caller.client });
+      bindLog(request, { client: caller.client });
     };
   }
 }

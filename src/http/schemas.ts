@@ -16,7 +16,7 @@ export const SessionDataSchema = Type.Object(
   {
     additionalProperties: true,
     $id: 'SessionData',
-    description: 'Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON).',
+    description: 'Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON); nests at most 31 levels of objects and arrays.',
     examples: [{ userId: 42, cart: ['sku-1'] }],
   },
 );
@@ -182,7 +182,7 @@ export const problems = {
   404: problem('No live session for this token or id in your namespace (`session_not_found`).'),
   412: problem('If-Match does not name the current version (`version_mismatch`).'),
   413: problem('Session data larger than the limit (`payload_too_large`).'),
-  415: problem('Wrong content type (`unsupported_media_type`).'),
+  415: problem('Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`).'),
   428: problem('If-Match is required (`precondition_required`).'),
   429: problem('The API client exceeded its rate limit (`rate_limited`).', {
     'retry-after': { type: 'integer', description: 'Seconds until the window ends.' },

@@ -46,6 +46,18 @@ export interface SubjectPage {
   nextCursor: string | null;
 }
 
+/** MariaDB refuses JSON documents nested deeper than this (objects and arrays, scalars counting as a level). */
+export const MAX_DATA_DEPTH = 31;
+
+/** Containers nested in a JSON value: 0 for a scalar, 1 for {"a":1}. */
+export function jsonDepth(value: unknown, limit = MAX_DATA_DEPTH + 1): number {
+  if (value === null || typeof value !== 'object') return 0;
+  if (limit === 0) return 1; // deep enough to be refused; stop walking
+  let deepest = 0;
+  for (const child of Object.values(value)) deepest = Math.max(deepest, jsonDepth(child, limit - 1));
+  return 1 + deepest;
+}
+
 /** The JSON size of session data as it is stored. */
 export function dataSize(data: SessionData): number {
   return Buffer.byteLength(JSON.stringify(data), 'utf8');
@@ -109,6 +121,7 @@ export class SessionService {
 
   async patchData(namespace: string, token: string, patch: SessionData, ifMatch: string | undefined): Promise<SessionRecord> {
     const expected = ifMatch === undefined ? undefined : parseIfMatch(ifMatch);
+    this.checkDepth(patch);
     const key = this.keyForToken(namespace, token);
     return this.written(await this.store.patchData(key, patch, expected, this.options.dataMaxBytes, this.clock()));
   }
@@ -192,7 +205,15 @@ export class SessionService {
   }
 
   private checkSize(data: SessionData): void {
+    this.checkDepth(data);
     if (dataSize(data) > this.options.dataMaxBytes) throw new PayloadTooLargeError(this.options.dataMaxBytes);
+  }
+
+  /** A merge patch never nests deeper than the deeper of its two documents, so checking both suffices. */
+  private checkDepth(data: SessionData): void {
+    if (jsonDepth(data) > MAX_DATA_DEPTH) {
+      throw new InvalidRequestError(`Session data may nest at most ${MAX_DATA_DEPTH} levels of objects and arrays.`);
+    }
   }
 }
 

@@ -174,7 +174,7 @@ export interface components {
             label?: string;
         };
         /**
-         * @description Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON).
+         * @description Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON); nests at most 31 levels of objects and arrays.
          * @example {
          *       "userId": 42,
          *       "cart": [
@@ -357,7 +357,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Wrong content type (`unsupported_media_type`). */
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -543,6 +543,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The API client exceeded its rate limit (`rate_limited`). */
             429: {
                 headers: {
@@ -631,6 +640,15 @@ export interface operations {
             };
             /** @description No live session for this token or id in your namespace (`session_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -757,7 +775,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Wrong content type (`unsupported_media_type`). */
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -894,7 +912,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Wrong content type (`unsupported_media_type`). */
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1005,7 +1023,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Wrong content type (`unsupported_media_type`). */
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1191,6 +1209,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The API client exceeded its rate limit (`rate_limited`). */
             429: {
                 headers: {
@@ -1362,6 +1389,15 @@ export interface operations {
             };
             /** @description Missing or unknown API key (`unauthorized`). */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -78,6 +78,24 @@ export async function sessionsHttpSuite(t: Test, env: Record<string, string>): P
     t.equal(after, before, 'no row was written');
   });
 
+  t.test('data nested deeper than MariaDB stores is a 400, not a 500', async (t) => {
+    const nest = (n: number): unknown => (n === 0 ? 1 : { a: nest(n - 1) });
+    expectProblem(t, (await create({ data: nest(32) })).res, 400, 'invalid_request');
+    const { res, body } = await create({ data: nest(31) });
+    t.equal(res.statusCode, 201, '31 levels are stored');
+    const patch = await app.inject({
+      method: 'PATCH',
+      url: '/v1/sessions/current/data',
+      headers: { ...auth(), 'session-token': body.token, ...PATCH_CT },
+      payload: JSON.stringify({ b: nest(32) }),
+    });
+    expectProblem(t, patch, 400, 'invalid_request');
+  });
+
+  t.test('a malformed URL is a problem+json 400', async (t) => {
+    expectProblem(t, await app.inject({ method: 'GET', url: '/v1/sessions/%zz', headers: auth() }), 400, 'invalid_request');
+  });
+
   t.test('data over the limit is 413', async (t) => {
     const big = { data: { blob: 'x'.repeat(64 * 1024) } };
     expectProblem(t, (await create(big)).res, 413, 'payload_too_large');

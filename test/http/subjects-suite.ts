@@ -60,6 +60,15 @@ export async function subjectsHttpSuite(t: Test, env: Record<string, string>): P
     t.equal((await app.inject({ method: 'GET', url: subject('alice@example.com') })).statusCode, 401);
   });
 
+  t.test('a subject of the full 255 characters can be listed and revoked', async (t) => {
+    const long = 'ü'.repeat(255);
+    await create({ subject: long });
+    const listed = await app.inject({ method: 'GET', url: subject(long), headers: auth() });
+    t.equal(listed.statusCode, 200);
+    t.equal(listed.json().sessions.length, 1);
+    t.same((await app.inject({ method: 'DELETE', url: subject(long), headers: auth() })).json(), { revoked: 1 });
+  });
+
   t.test('log out everywhere, keeping one: exactly that one stays readable', async (t) => {
     const made = [];
     for (let i = 0; i < 3; i++) made.push(await create({ subject: 'carol' }));

@@ -15,6 +15,7 @@ import {
 } from '../schemas.js';
 import { sendProblem } from '../problem.js';
 import type { GuessingMonitor } from '../guessing-monitor.js';
+import { bindLog } from '../authenticate.js';
 import { sessionView } from '../session-view.js';
 
 export interface SessionRoutesOptions {
@@ -31,10 +32,8 @@ const tag = ['sessions'];
 const security = [{ apiKey: [] }];
 
 /** Names the session in this request's logs by its public id, never by its token. */
-function nameSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord): void {
-  const log = request.log.child({ sessionId: publicIdOf(session.idHash) });
-  request.log = log;
-  reply.log = log;
+function nameSession(request: FastifyRequest, _reply: FastifyReply, session: SessionRecord): void {
+  bindLog(request, { sessionId: publicIdOf(session.idHash) });
 }
 
 function sendSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord, status = 200) {
@@ -125,7 +124,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
+        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
@@ -185,7 +184,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 204: { type: 'null', description: 'Destroyed (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 429, 500, 503) },
+        response: { 204: { type: 'null', description: 'Destroyed (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -245,7 +244,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         params: IdParams,
-        response: { 204: { type: 'null', description: 'Revoked (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 429, 500, 503) },
+        response: { 204: { type: 'null', description: 'Revoked (or already gone).', headers: rateLimitHeaders }, ...problemResponses(400, 401, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {

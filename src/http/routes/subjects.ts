@@ -92,7 +92,7 @@ export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fa
             headers: rateLimitHeaders,
             ...Type.Object({ revoked: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
           },
-          ...problemResponses(400, 401, 429, 500, 503),
+          ...problemResponses(400, 401, 415, 429, 500, 503),
         },
       },
     },
