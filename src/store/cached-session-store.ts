@@ -74,9 +74,12 @@ export class CachedSessionStore implements SessionStore {
       return null;
     }
     if (found.kind === 'hit') {
-      this.counters.hits += 1;
       const record = decodeEntry(key, found.fields);
-      return isLive(record, now) ? record : null;
+      if (isLive(record, now)) {
+        this.counters.hits += 1;
+        return record;
+      }
+      return this.expiredInCache(key, () => this.db.get(key, now));
     }
     this.counters.misses += 1;
     const record = await this.fill(key, () => this.db.get(key, now));
@@ -95,9 +98,10 @@ export class CachedSessionStore implements SessionStore {
     }
     switch (outcome.kind) {
       case 'tombstone':
-      case 'expired':
         this.counters.hits += 1;
         return null;
+      case 'expired':
+        return this.expiredInCache(key, () => this.db.touch(key, now));
       case 'miss': {
         this.counters.misses += 1;
         const record = await this.fill(key, () => this.db.touch(key, now));
@@ -113,6 +117,18 @@ export class CachedSessionStore implements SessionStore {
         return record;
       }
     }
+  }
+
+  /**
+   * Redis says expired, but touches served by MariaDB while Redis was unreachable may have
+   * slid the expiry there: MariaDB decides, and a stale entry is dropped so the next read fills
+   * afresh. (A tombstone, by contrast, is final.)
+   */
+  private async expiredInCache(key: SessionKey, read: () => Promise<SessionRecord | null>): Promise<SessionRecord | null> {
+    this.counters.misses += 1;
+    const record = await read();
+    if (record !== null) await this.redis.invalidate(key).catch(() => undefined);
+    return record;
   }
 
   /**

@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { mintApiKey, type MintedKey } from '../../src/auth/api-keys.js';
 import { migrateDatabase } from './mariadb.js';
+import { createFaultProxy, type FaultProxy } from '../tools/fault-proxy.js';
 import {
   findBinary,
   freePort,
@@ -102,6 +103,21 @@ export interface Stack {
   globalStatus(name: string): Promise<number>;
   /** Starts one more service process on this stack (killed at the stack's teardown at the latest). */
   service(t: TapLike, env?: Record<string, string>): Promise<ServiceProcess>;
+  /** With `proxy.redis`: the fault proxy every service reaches Redis through. */
+  redisProxy?: FaultProxy;
+  /** With `proxy.mariadb`: the fault proxy every service reaches MariaDB through. */
+  mariadbProxy?: FaultProxy;
+  /** DATABASE_URL as the services get it (through the MariaDB proxy when there is one). */
+  serviceDatabaseUrl: string;
+  /** REDIS_URL as the services get it (through the Redis proxy when there is one). */
+  serviceRedisUrl: string;
+}
+
+export interface StackOptions {
+  /** Put a fault proxy (test/tools/fault-proxy.ts) between the services and Redis / MariaDB. */
+  proxy?: { redis?: boolean; mariadb?: boolean };
+  /** The server script the services run (default: dist/server.js of this checkout). */
+  server?: string;
 }
 
 export { migrateDatabase };
@@ -110,8 +126,9 @@ export { migrateDatabase };
  * A private MariaDB and Redis under a temp folder, a migrated database and an API keys file;
  * all stopped and removed at teardown (service processes are SIGKILLed first).
  */
-export async function stack(t: TapLike): Promise<Stack> {
-  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run "npm run build" first`);
+export async function stack(t: TapLike, options: StackOptions = {}): Promise<Stack> {
+  const server = options.server ?? SERVER;
+  if (!existsSync(server)) throw new Error(`${server} is missing: run "npm run build" first`);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-fault-'));
   const services = new Set<ServiceProcess>();
   const started: Array<MariaDbProcess | RedisProcess> = [];
@@ -129,6 +146,27 @@ export async function stack(t: TapLike): Promise<Stack> {
   const keysFile = path.join(dir, 'keys.json');
   writeFileSync(keysFile, JSON.stringify([key.entry]));
 
+  let redisProxy: FaultProxy | undefined;
+  let mariadbProxy: FaultProxy | undefined;
+  let serviceDatabaseUrl = databaseUrl;
+  let serviceRedisUrl = redis.url;
+  if (options.proxy?.redis) {
+    redisProxy = await createFaultProxy({ target: { host: LOOPBACK, port: redis.port }, listenHost: LOOPBACK });
+    serviceRedisUrl = `redis://${LOOPBACK}:${redisProxy.port}`;
+  }
+  if (options.proxy?.mariadb) {
+    mariadbProxy = await createFaultProxy({ target: { host: LOOPBACK, port: mariadb.port }, listenHost: LOOPBACK });
+    const u = new URL(databaseUrl);
+    u.hostname = LOOPBACK;
+    u.port = String(mariadbProxy.port);
+    serviceDatabaseUrl = u.toString();
+  }
+  // Proxies close after the services are gone (teardowns run last-registered first).
+  t.teardown(async () => {
+    for (const s of services) s.kill();
+    await Promise.allSettled([redisProxy?.close(), mariadbProxy?.close()]);
+  });
+
   const connect = (uri: string) => mysql.createConnection({ uri, timezone: 'Z', dateStrings: true, connectTimeout: 5_000 });
   const self: Stack = {
     dir,
@@ -138,6 +176,10 @@ export async function stack(t: TapLike): Promise<Stack> {
     databaseUrl,
     keysFile,
     key,
+    redisProxy,
+    mariadbProxy,
+    serviceDatabaseUrl,
+    serviceRedisUrl,
     async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
       const conn = await connect(databaseUrl);
       try {
@@ -158,11 +200,11 @@ export async function stack(t: TapLike): Promise<Stack> {
     },
     async service(st: TapLike, env: Record<string, string> = {}): Promise<ServiceProcess> {
       const service = await startService(st, {
-        DATABASE_URL: databaseUrl,
-        REDIS_URL: redis.url,
+        DATABASE_URL: serviceDatabaseUrl,
+        REDIS_URL: serviceRedisUrl,
         API_KEYS_FILE: keysFile,
         ...env,
-      }, key.key);
+      }, key.key, server);
       services.add(service);
       service.child.once('exit', () => services.delete(service));
       return service;
@@ -232,11 +274,11 @@ let serviceCount = 0;
  * Starts `node dist/server.js` on a free loopback port with the tuned settings and `env`, and
  * waits until /healthz answers. Its output is printed if the test fails; SIGKILLed at teardown.
  */
-export async function startService(t: TapLike, env: Record<string, string>, apiKey: string): Promise<ServiceProcess> {
+export async function startService(t: TapLike, env: Record<string, string>, apiKey: string, server: string = SERVER): Promise<ServiceProcess> {
   const name = `svc${++serviceCount}`;
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const [bin, ...args] = [...deathSignalPrefix(), process.execPath, SERVER] as string[];
+    const [bin, ...args] = [...deathSignalPrefix(), process.execPath, server] as string[];
     const child = spawn(bin!, args, {
       env: { PATH: process.env.PATH ?? '', ...TUNED_ENV, HOST: LOOPBACK, PORT: String(port), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
