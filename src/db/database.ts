@@ -127,7 +127,7 @@ export class Database {
    * One transaction on one pooled connection (the proxy driver has no db.transaction()).
    * Retried on deadlock, which InnoDB resolves by rolling one side back.
    */
-  transaction<T>(work: (tx: Db) => Promise<T>, attempts = 3): Promise<T> {
+  transaction<T>(work: (tx: Db) => Promise<T>, attempts = 6): Promise<T> {
     // Past the deadline the caller gets a 503 while the transaction may still finish: a write
     // answered 503 is "unknown", and the cache outbox covers a change committed that late.
     return this.withDeadline(this.transactionAttempts(work, attempts));
@@ -144,7 +144,11 @@ export class Database {
         return result;
       } catch (err) {
         if (conn !== undefined) await conn.rollback().catch(() => undefined);
-        if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts) continue;
+        if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts) {
+          // Contending transactions (creates for one capped subject) retry apart, not in step.
+          await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+          continue;
+        }
         throw isUnavailable(err) ? new StoreUnavailableError() : err;
       } finally {
         if (conn !== undefined) await conn.release().catch(() => undefined);
