@@ -159,8 +159,12 @@ async function main(): Promise<number> {
     } else {
       log('MariaDB: using DATABASE_URL from the environment');
     }
-    if (redis) log(`Redis: ${redis.url}`);
-    else log('Redis: using REDIS_URL from the environment');
+    if (redis) {
+      redisUrl = redis.url;
+      log(`Redis: ${redisUrl}`);
+    } else {
+      log('Redis: using REDIS_URL from the environment');
+    }
     log(`throwaway servers ready in ${Date.now() - started} ms`);
   }
   if (shuttingDown) return new Promise<number>(() => {});
