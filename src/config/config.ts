@@ -8,12 +8,8 @@ export { ConfigError };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-/** Lifetime limits for sessions, in seconds. */
+/** Session limits that are not per namespace (timeouts are: see policies). */
 export interface SessionLimits {
-  idleTimeoutDefault: number;
-  idleTimeoutMax: number;
-  absoluteTimeoutDefault: number;
-  absoluteTimeoutMax: number;
   dataMaxBytes: number;
   /** A touch writes MariaDB only when the stored idle expiry lags by more than this (seconds). */
   touchPersistThreshold: number;
@@ -231,10 +227,6 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
       windowSeconds: integer(env, 'GUESSING_WINDOW_SECONDS', 60, 1, DAY),
     },
     sessions: {
-      idleTimeoutDefault,
-      idleTimeoutMax,
-      absoluteTimeoutDefault,
-      absoluteTimeoutMax,
       dataMaxBytes: integer(env, 'SESSION_DATA_MAX_BYTES', 64 * 1024, 2, 16 * 1024 * 1024),
       touchPersistThreshold: integer(env, 'TOUCH_PERSIST_THRESHOLD_SECONDS', 60, 0, DAY),
     },

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import type { SessionMetadata } from '../domain/session.js';
 import {
   bigint,
   customType,
@@ -53,12 +53,6 @@ const jsonValue = <T>() =>
     },
   });
 
-export interface SessionMetadataColumn {
-  ip?: string;
-  userAgent?: string;
-  label?: string;
-}
-
 export const sessions = mysqlTable(
   'sessions',
   {
@@ -73,7 +67,7 @@ export const sessions = mysqlTable(
     lastSeenAt: datetime('last_seen_at', { mode: 'date', fsp: 3 }).notNull(),
     idleExpiresAt: datetime('idle_expires_at', { mode: 'date', fsp: 3 }).notNull(),
     absoluteExpiresAt: datetime('absolute_expires_at', { mode: 'date', fsp: 3 }).notNull(),
-    metadata: jsonValue<SessionMetadataColumn>()('metadata'),
+    metadata: jsonValue<SessionMetadata>()('metadata'),
     /**
      * Set on a row revoked by a rotation with a grace period: the id it was rotated to. Until
      * idle_expires_at (the end of the grace) the old token reads and touches that session.
@@ -106,5 +100,3 @@ export const cacheOutbox = mysqlTable('cache_outbox', {
 export type SessionRow = typeof sessions.$inferSelect;
 export type NewSessionRow = typeof sessions.$inferInsert;
 
-/** The database clock, in the UTC session time zone the pool forces. */
-export const nowSql = sql`UTC_TIMESTAMP(3)`;

@@ -21,7 +21,7 @@ export function sendProblem(
 /** Fastify's own client errors, mapped to our codes. Their messages are safe to show. */
 function fastifyClientProblem(err: FastifyError): { status: number; code: ProblemCode; detail: string } | null {
   if (err.validation !== undefined) {
-    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'} ${err.validation[0]?.message ?? 'is invalid'}`.replace(/^(\w+) /, '$1 ') };
+    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'} ${err.validation[0]?.message ?? 'is invalid'}` };
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

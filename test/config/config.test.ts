@@ -26,8 +26,8 @@ t.test('defaults', async (t) => {
   t.equal(c.host, '0.0.0.0');
   t.equal(c.port, 8080);
   t.equal(c.logLevel, 'info');
-  t.equal(c.sessions.idleTimeoutDefault, 1800);
-  t.equal(c.sessions.absoluteTimeoutDefault, 43_200);
+  t.equal(c.policies.defaults.idleTimeoutDefault, 1800);
+  t.equal(c.policies.defaults.absoluteTimeoutDefault, 43_200);
   t.equal(c.sessions.dataMaxBytes, 65_536);
   t.equal(c.apiKeys.length, 1);
   t.equal(c.redis, undefined, 'no Redis configured: MariaDB alone');
@@ -38,7 +38,7 @@ t.test('overrides are read', async (t) => {
   const c = loadConfig({ ...base, PORT: '9000', HOST: '127.0.0.1', SESSION_IDLE_TIMEOUT_SECONDS: '60', SWEEPER_BATCH_SIZE: '10', REDIS_URL: 'redis://127.0.0.1:6380' });
   t.equal(c.port, 9000);
   t.equal(c.host, '127.0.0.1');
-  t.equal(c.sessions.idleTimeoutDefault, 60);
+  t.equal(c.policies.defaults.idleTimeoutDefault, 60);
   t.equal(c.sweeper.batchSize, 10);
   t.equal(c.redis?.url, 'redis://127.0.0.1:6380');
   t.equal(c.redis?.commandTimeoutMs, 50);

@@ -504,17 +504,6 @@ const KNOWN_DEVIATIONS: Array<{ id: string; repro: string; explains: (o: Outcome
 ];
 const STRICT = process.env.FUZZ_STRICT === '1';
 
-/** Nesting depth of a JSON text (0 for a scalar; -1 when it does not parse). */
-function jsonDepth(text: string): number {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return -1;
-  }
-  const depth = (v: unknown): number => (v !== null && typeof v === 'object' ? 1 + Math.max(0, ...Object.values(v).map(depth)) : 0);
-  return depth(value);
-}
 
 function isProblem(payload: string, codes: string[]): boolean {
   try {

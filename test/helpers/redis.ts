@@ -33,15 +33,20 @@ export async function sharedRedisUrl(t: TapLike): Promise<string> {
   return (await own).server.url;
 }
 
-/** A Redis server of this test's own, so it can be killed, paused and restarted. */
-export async function privateRedis(t: TapLike): Promise<RedisProcess> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-redis-'));
-  const server = await startRedis({ baseDir: dir });
+/** Starts a server of this test's own under a temporary folder; stops it and removes the folder at teardown. */
+async function privateServer<S extends { stop(): Promise<void> }>(t: TapLike, prefix: string, start: (baseDir: string) => Promise<S>): Promise<S> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const server = await start(dir);
   t.teardown(async () => {
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   });
   return server;
+}
+
+/** A Redis server of this test's own, so it can be killed, paused and restarted. */
+export function privateRedis(t: TapLike): Promise<RedisProcess> {
+  return privateServer(t, 'sessiond-test-redis-', (baseDir) => startRedis({ baseDir }));
 }
 
 export function gatewayOptions(overrides: Partial<RedisGatewayOptions> = {}): RedisGatewayOptions {
@@ -65,12 +70,6 @@ export async function testGateway(t: TapLike, options: RedisGatewayOptions): Pro
 }
 
 /** A 3-master Redis Cluster of this test's own, stopped at teardown. */
-export async function privateCluster(t: TapLike): Promise<RedisClusterProcess> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-test-cluster-'));
-  const cluster = await startRedisCluster({ baseDir: dir });
-  t.teardown(async () => {
-    await cluster.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return cluster;
+export function privateCluster(t: TapLike): Promise<RedisClusterProcess> {
+  return privateServer(t, 'sessiond-test-cluster-', (baseDir) => startRedisCluster({ baseDir }));
 }

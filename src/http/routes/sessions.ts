@@ -32,18 +32,18 @@ const tag = ['sessions'];
 const security = [{ apiKey: [] }];
 
 /** Names the session in this request's logs by its public id, never by its token. */
-function nameSession(request: FastifyRequest, _reply: FastifyReply, session: SessionRecord): void {
+function nameSession(request: FastifyRequest, session: SessionRecord): void {
   bindLog(request, { sessionId: publicIdOf(session.idHash) });
 }
 
 function sendSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord, status = 200) {
-  nameSession(request, reply, session);
+  nameSession(request, session);
   return reply.code(status).header('etag', etagOf(session.version)).send(sessionView(session));
 }
 
 /** 201 with the new token, shown this once, and the session. */
 function sendIssued(request: FastifyRequest, reply: FastifyReply, issued: IssuedSession) {
-  nameSession(request, reply, issued.session);
+  nameSession(request, issued.session);
   return reply
     .code(201)
     .header('etag', etagOf(issued.session.version))
