@@ -32,6 +32,8 @@ export interface BuildOptions {
   clock?: () => Date;
   /** Test-only: pauses a cache fill between its MariaDB read and its Redis install. */
   beforeInstall?: (key: SessionKey) => Promise<void>;
+  /** Test-only planted bug: fills take their lease too late (see CachedSessionStoreOptions). */
+  unsafeLateLease?: boolean;
 }
 
 declare module 'fastify' {
@@ -66,7 +68,11 @@ function sessionStore(app: FastifyInstance, config: Config, options: BuildOption
   const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold });
   if (app.redis === undefined) return db;
   const log = app.log.child({ component: 'cache' }) as never;
-  const cached = new CachedSessionStore(db, app.redis, { touchPersistThresholdSeconds: threshold, beforeInstall: options.beforeInstall }, log);
+  const cached = new CachedSessionStore(db, app.redis, {
+    touchPersistThresholdSeconds: threshold,
+    beforeInstall: options.beforeInstall,
+    unsafeLateLease: options.unsafeLateLease,
+  }, log);
   const worker = new OutboxWorker(db, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
   // Redis answers again: replay what it missed before it is trusted for reads.
   app.redis.onRecover = async () => {

@@ -26,6 +26,12 @@ export interface CachedSessionStoreOptions {
   touchPersistThresholdSeconds: number;
   /** Test-only: runs between a fill's MariaDB read and its Redis install. */
   beforeInstall?: (key: SessionKey) => Promise<void>;
+  /**
+   * Test-only planted bug (SESSIOND_TEST_UNSAFE_FILL=1): the fill takes its lease after reading
+   * MariaDB instead of before, so an invalidation that lands in between no longer fences it and
+   * a stale record can be installed. The history checker must catch this (test/history).
+   */
+  unsafeLateLease?: boolean;
 }
 
 /**
@@ -156,13 +162,15 @@ export class CachedSessionStore implements SessionStore {
   private async fill(key: SessionKey, read: () => Promise<SessionRecord | null>): Promise<SessionRecord | null> {
     const leaseId = randomBytes(12).toString('base64url');
     let leased = false;
+    let record: SessionRecord | null | undefined;
+    if (this.options.unsafeLateLease === true) record = await read();
     try {
       leased = await this.redis.takeLease(key, leaseId);
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
-      return this.fallback(read);
+      return this.fallback(async () => (record !== undefined ? record : read()));
     }
-    const record = await read();
+    record ??= await read();
     // Never install another session under this key (an old id in its rotation grace).
     if (!leased || record === null || !sameKey(key, record)) return record;
     await this.options.beforeInstall?.(key);

@@ -3,7 +3,7 @@ import t, { type Test } from 'tap';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createFaultProxy, type FaultProxy } from './fault-proxy.js';
+import { createFaultProxy, resetOrDestroy, type FaultProxy } from './fault-proxy.js';
 
 const echo = net.createServer((s) => {
   s.on('error', () => undefined);
@@ -152,4 +152,23 @@ t.test('refuse resets new connections, leaves open ones; heal accepts again', (t
 t.test('refuses a non-loopback address', async (t) => {
   await t.rejects(createFaultProxy({ target: { host: '10.0.0.1', port: 1 } }), /loopback only/);
   await t.rejects(createFaultProxy({ target: { host: '127.0.0.1', port: 1 }, listenHost: '0.0.0.0' }), /loopback only/);
+});
+
+t.test('a reset right after our own end() still closes the socket', async (t) => {
+  // Plain resetAndDestroy() here never emits 'close' and leaks the handle (see resetOrDestroy).
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  client.on('error', () => undefined);
+  t.teardown(() => void client.destroy());
+  const s = await accepted;
+  s.on('error', () => undefined);
+  const closed = new Promise<boolean>((resolve) => s.once('close', () => resolve(true)));
+  s.end();
+  // Two ticks: the shutdown request has reached libuv and not completed yet.
+  await new Promise<void>((resolve) => process.nextTick(() => process.nextTick(resolve)));
+  resetOrDestroy(s);
+  t.ok(await Promise.race([closed, sleep(2_000).then(() => false)]), "'close' follows");
 });

@@ -50,6 +50,18 @@ export interface FaultProxy {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
+/**
+ * Resets a socket (RST) — or, when we already ended it, destroys it. Node 20's
+ * `resetAndDestroy()` on a socket whose shutdown is still in flight gets EINVAL from
+ * uv_tcp_close_reset and never closes the handle; at exit Node then waits for that handle
+ * forever at 100 % CPU (the history run used to hang after its tests passed).
+ */
+export function resetOrDestroy(s: net.Socket): void {
+  if (s.destroyed) return;
+  if (s.writableEnded) s.destroy();
+  else s.resetAndDestroy();
+}
+
 /** One direction of one connection: an ordered, delayed, holdable pipe. */
 class Lane {
   private readonly queue: Array<{ at: number; chunk: Buffer }> = [];
@@ -124,8 +136,7 @@ export async function createFaultProxy(options: FaultProxyOptions): Promise<Faul
     st.open = pairs.size;
     for (const lane of pair.lanes) lane.stop();
     for (const s of [pair.client, pair.upstream]) {
-      if (s.destroyed) continue;
-      if (reset) s.resetAndDestroy();
+      if (reset) resetOrDestroy(s);
       else s.destroy();
     }
   };

@@ -9,33 +9,24 @@
  * counterexample.
  *
  *   npm run faults                      all scenarios (FAULTS_FULL=1), prints the fault table
- *   npx tap test/history/scenarios.ts        the short version: two faults (not in CI yet: the process sometimes does not exit)
+ *   npm test -- test/history/scenarios.test.ts   the short version (in CI): two faults
  *
  * Options (environment): HISTORY_SCENARIOS=name,name (a subset, by the names in the table);
- * SESSIOND_HISTORY_SERVER=/path/to/dist/server.js (run the services from another build, e.g. a
- * scratch copy with a planted bug); SESSIOND_TEST_UNSAFE_FILL is passed on to the services.
+ * SESSIOND_HISTORY_SERVER=/path/to/dist/server.js (run the services from another build);
+ * SESSIOND_TEST_UNSAFE_FILL=1 is passed on to the services (the planted bug: planted-bug.test.ts).
  */
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stack, table, type ServiceProcess } from '../helpers/service-process.js';
-import { check, counterexample, isIndeterminate, type FaultWindow } from './checker.js';
-import { Workload } from './workload.js';
+import { counterexample, isIndeterminate } from './checker.js';
+import { checkHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
+import type { Workload } from './workload.js';
 
 const FULL = process.env.FAULTS_FULL === '1';
 const only = process.env.HISTORY_SCENARIOS?.split(',').map((x) => x.trim()).filter(Boolean);
-const TOUCH_THRESHOLD_S = 5;
 const serviceEnv: Record<string, string> = {
-  TOUCH_PERSIST_THRESHOLD_SECONDS: String(TOUCH_THRESHOLD_S),
-  // Loaded CI machines stall Redis replies past 50 ms now and then; every such timeout is a
-  // (legitimate) fallback to MariaDB the checker would have to excuse. 200 ms keeps the
-  // fault-free stretches strict; the faults below are far beyond it.
-  REDIS_COMMAND_TIMEOUT_MS: '200',
-  // With Redis gone MariaDB serves every call of 16 busy clients: on a loaded 2-core runner the
-  // tuned 300 ms pool wait turns queueing into 503s. The defaults-like 1 s keep the figures
-  // about the fault, not the runner (a paused MariaDB still answers 503 within ~2 s).
-  DB_ACQUIRE_TIMEOUT_MS: '1000',
-  DB_QUERY_TIMEOUT_MS: '1000',
+  ...HISTORY_SERVICE_ENV,
   ...(process.env.SESSIOND_TEST_UNSAFE_FILL ? { SESSIOND_TEST_UNSAFE_FILL: process.env.SESSIOND_TEST_UNSAFE_FILL } : {}),
 };
 
@@ -135,89 +126,13 @@ const scenarios: Scenario[] = [
   },
 ];
 
-/**
- * Stretches in which a replica's Redis breaker was open (from the services' logs): touches
- * went to MariaDB, which holds the write-behind expiry, so a later read from Redis may show an
- * earlier expiry (within the write-behind bound; README "The Redis cache", limits).
- */
-function breakerWindows(sinceWall: number): FaultWindow[] {
-  const windows: FaultWindow[] = [];
-  for (const svc of everyService) {
-    let openedAt: number | undefined;
-    for (const line of svc.logLines(/^redis (breaker|error)/, sinceWall)) {
-      const at = line.time - performance.timeOrigin;
-      if (line.msg === 'redis error') windows.push({ name: `${svc.name} redis error`, start: at - 1_000, end: at + 1_000, touchLoss: true });
-      else if (line.msg === 'redis breaker open' && openedAt === undefined) openedAt = at;
-      else if (line.msg === 'redis breaker closed' && openedAt !== undefined) {
-        windows.push({ name: `${svc.name} breaker open`, start: openedAt - 1_000, end: at + 1_000, touchLoss: true });
-        openedAt = undefined;
-      }
-    }
-    if (openedAt !== undefined) windows.push({ name: `${svc.name} breaker open`, start: openedAt - 1_000, end: Infinity, touchLoss: true });
-  }
-  return windows;
-}
-
-/**
- * Polls every replica's `sessiond_cache_fallbacks_total` (a write whose invalidation Redis did
- * not take, or a call served from MariaDB because Redis did not answer): the stretches in
- * which it grew are where the documented invalidation delay applies (README "Limits worth
- * knowing": an acknowledged write whose invalidation was not delivered is replayed by the
- * outbox within about OUTBOX_REPLAY_INTERVAL_MS).
- */
-class FallbackMonitor {
-  readonly windows: Array<{ start: number; end: number }> = [];
-  private readonly last = new Map<ServiceProcess, { at: number; count: number }>();
-  private timer: NodeJS.Timeout | undefined;
-  private busy = false;
-
-  start(): void {
-    this.timer = setInterval(() => void this.poll(), 200);
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.poll();
-  }
-
-  private async poll(): Promise<void> {
-    if (this.busy) return;
-    this.busy = true;
-    try {
-      await Promise.all(
-        [...everyService].filter((svc) => svc.running).map(async (svc) => {
-          const at = performance.now();
-          const text = await fetch(`${svc.url}/metrics`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.text(), () => '');
-          const m = /^sessiond_cache_fallbacks_total (\d+)/m.exec(text);
-          if (!m) return;
-          const count = Number(m[1]);
-          const prev = this.last.get(svc);
-          if (prev !== undefined && count > prev.count) this.windows.push({ start: prev.at, end: performance.now() });
-          this.last.set(svc, { at, count });
-        }),
-      );
-    } finally {
-      this.busy = false;
-    }
-  }
-}
-
 const rows: Array<Record<string, string | number>> = [];
 const selected = scenarios.filter((sc) => (only ? only.includes(sc.name) : FULL || sc.ci));
 
 for (const [index, sc] of selected.entries()) {
   await t.test(sc.name, async (t) => {
-    const w = new Workload({
-      run: `h${index}`,
-      clients: 16,
-      slots: 12,
-      subjects: 4,
-      services: () => pool.filter((p) => p.running).map((p) => p.client),
-      idleTimeout: 300,
-      shortAbsoluteEvery: 5,
-      shortAbsoluteTimeout: 12,
-    });
-    const monitor = new FallbackMonitor();
+    const w = historyWorkload(`h${index}`, () => pool);
+    const monitor = new FallbackMonitor(() => everyService);
     monitor.start();
     w.start();
     await sleep(FULL ? 3_000 : 2_500);
@@ -231,16 +146,10 @@ for (const [index, sc] of selected.entries()) {
     await monitor.stop();
     const final = await w.finalReads();
 
-    const faults: FaultWindow[] = [{ name: sc.name, start: faultStart, end: healedAt + 5_000, touchLoss: sc.touchLoss }];
-    faults.push(...breakerWindows(performance.timeOrigin + w.t0));
-    // Where a replica served a call from MariaDB because Redis did not answer, touches went to
-    // MariaDB's write-behind expiry: the documented expiry bound applies there too.
-    faults.push(...monitor.windows.map((x) => ({ name: 'redis fallback', start: x.start - 500, end: x.end, touchLoss: true })));
-    const result = check(w.history, {
-      touchThresholdMs: TOUCH_THRESHOLD_S * 1000,
-      faults,
-      staleToleranceMs: sc.staleToleranceMs ?? 1_500,
-      staleWindows: [...monitor.windows, ...(sc.staleToleranceMs ? [{ start: faultStart, end: healedAt + 1_000 }] : [])],
+    const result = checkHistory(w, everyService, monitor, {
+      faults: [{ name: sc.name, start: faultStart, end: healedAt + 5_000, touchLoss: sc.touchLoss }],
+      staleToleranceMs: sc.staleToleranceMs,
+      staleWindows: sc.staleToleranceMs ? [{ start: faultStart, end: healedAt + 1_000 }] : [],
     });
 
     const during = w.history.filter((o) => o.kind !== 'final-read' && o.start >= faultStart && o.start <= healedAt);
@@ -289,16 +198,6 @@ for (const [index, sc] of selected.entries()) {
   });
 }
 
-t.teardown(() => {
-  if (process.env.HISTORY_DEBUG_HANDLES) {
-    const show = () => {
-      const handles = (process as unknown as { _getActiveHandles(): Array<{ constructor: { name: string }; remotePort?: number; localPort?: number }> })._getActiveHandles();
-      process.stderr.write(`HANDLES ${handles.map((h) => `${h.constructor.name}:${h.remotePort ?? h.localPort ?? ''}`).join(' ')}\n`);
-    };
-    show();
-    setInterval(show, 5_000).unref();
-  }
-});
 t.test('fault table', async (t) => {
   t.comment(`\n${table(rows)}`);
   t.equal(rows.reduce((n, r) => n + Number(r.lost), 0), 0, 'zero lost acknowledged writes');

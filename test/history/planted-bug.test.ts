@@ -1,0 +1,57 @@
+/**
+ * The history checker catches a real cache bug, and passes the same run without it.
+ *
+ * SESSIOND_TEST_UNSAFE_FILL=1 (a test-only switch of the server) makes a cache fill take its
+ * lease after reading MariaDB instead of before: a write whose invalidation lands between the
+ * read and the lease no longer fences the fill, and the stale record is installed. MariaDB sits
+ * behind a little latency (2±4 ms) so that every fill has such a window. Two services with the
+ * bug run the history workload until the checker reports a violation (bounded in time); then
+ * two services without it run the same workload for as long and the history must pass.
+ */
+import t, { type Test } from 'tap';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stack, type ServiceProcess } from '../helpers/service-process.js';
+import { counterexample, type CheckResult } from './checker.js';
+import { checkHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
+
+const MAX_RUN_MS = 10_000;
+const CHECK_EVERY_MS = 2_000;
+
+const s = await stack(t, { proxy: { mariadb: true } });
+s.mariadbProxy!.setLatency(2, 4);
+
+/** Runs the workload on two fresh services; stops early once `stopWhen` says so. */
+async function run(t: Test, name: string, env: Record<string, string>, stopWhen: (r: CheckResult) => boolean) {
+  const services: ServiceProcess[] = await Promise.all([1, 2].map(() => s.service(t, { ...HISTORY_SERVICE_ENV, ...env })));
+  const w = historyWorkload(name, () => services);
+  const monitor = new FallbackMonitor(() => services);
+  monitor.start();
+  w.start();
+  let result: CheckResult | undefined;
+  for (let ran = 0; ran < MAX_RUN_MS; ran += CHECK_EVERY_MS) {
+    await sleep(CHECK_EVERY_MS);
+    result = checkHistory(w, services, monitor);
+    if (stopWhen(result)) break;
+  }
+  await w.stop();
+  await monitor.stop();
+  result = checkHistory(w, services, monitor);
+  for (const svc of services) svc.kill();
+  t.comment(`${name}: ${result.stats.ops} calls, ${result.stats.lineages} sessions, ${result.violations.length} violations`);
+  return result;
+}
+
+t.test('with fills that take their lease too late, the checker finds a stale read', async (t) => {
+  const result = await run(t, 'planted', { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok);
+  t.notOk(result.ok, 'the checker rejects the history');
+  const data = result.violations.filter((v) => v.check === 'data');
+  t.ok(data.length > 0, 'as a read of data older than an acknowledged write');
+  if (data.length > 0) t.comment(`counterexample:\n${counterexample({ ...result, violations: data }, 0, 1)}`);
+});
+
+t.test('the same run with leased fills passes', async (t) => {
+  const result = await run(t, 'clean', {}, () => false);
+  if (!result.ok) t.comment(counterexample(result));
+  t.ok(result.ok, 'the history passes the checker');
+  t.ok(result.stats.ok > 1_000, `enough calls were checked (${result.stats.ok} acknowledged)`);
+});
