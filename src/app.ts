@@ -155,6 +155,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     autoStart: options.startSweeper ?? false,
     intervalSeconds: config.sweeper.intervalSeconds,
     batchSize: config.sweeper.batchSize,
+    maxRowsPerSecond: config.sweeper.maxRowsPerSecond,
     graceSeconds: config.sessions.touchPersistThreshold,
   });
 

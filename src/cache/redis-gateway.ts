@@ -123,11 +123,20 @@ export class RedisGateway {
 
   /** Rejects when `p` has not settled within `ms` (the command may still run in Redis). */
   private withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-    let timer: NodeJS.Timeout;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('redis deadline exceeded')), ms);
+    // One promise and one timer per call (Promise.race + finally made three promises more).
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('redis deadline exceeded')), ms);
+      p.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err as Error);
+        },
+      );
     });
-    return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
   }
 
   /**

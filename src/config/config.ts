@@ -48,7 +48,7 @@ export interface Config {
   sessions: SessionLimits;
   /** Failed token lookups per client and window past which a warning is logged. */
   guessing: { warnThreshold: number; windowSeconds: number };
-  sweeper: { intervalSeconds: number; batchSize: number };
+  sweeper: { intervalSeconds: number; batchSize: number; maxRowsPerSecond: number };
   db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
   shutdownTimeoutMs: number;
   /** /metrics: on the main port, or on a port of its own when set. */
@@ -233,6 +233,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
     sweeper: {
       intervalSeconds: integer(env, 'SWEEPER_INTERVAL_SECONDS', 60, 0, DAY),
       batchSize: integer(env, 'SWEEPER_BATCH_SIZE', 500, 1, 100_000),
+      maxRowsPerSecond: integer(env, 'SWEEPER_MAX_ROWS_PER_SECOND', 2000, 0, 1_000_000),
     },
     db: {
       poolSize: integer(env, 'DB_POOL_SIZE', 10, 1, 1000),

@@ -62,15 +62,21 @@ export async function registerMetrics(app: FastifyInstance, options: MetricsOpti
     buckets: DURATION_BUCKETS,
     registers: [registry],
   });
+  const children = new Map<string, ReturnType<typeof duration.labels>>();
   const servedHere = options.port === undefined;
   // Added to the root instance, the hook reaches every route, /v1 included, and the 404 handler.
   app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
     const route = request.routeOptions.url;
     if (servedHere && route === METRICS_PATH) return;
-    duration.observe(
-      { method: request.method, route: route ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) },
-      reply.elapsedTime / 1000,
-    );
+    // One labelled child per (method, route, status), kept: observe() on the parent hashes the
+    // label set on every call.
+    const key = `${request.method} ${route} ${reply.statusCode}`;
+    let child = children.get(key);
+    if (child === undefined) {
+      child = duration.labels({ method: request.method, route: route ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) });
+      children.set(key, child);
+    }
+    child.observe(reply.elapsedTime / 1000);
   });
 
   // The sources (pool, counters, breaker) are all decorated by the time the app is ready.

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Database } from '../db/database.js';
 import type { SessionStore } from '../store/session-store.js';
@@ -9,6 +10,12 @@ export interface SweeperOptions {
   graceSeconds: number;
   /** Upper bound of batches in one round, so one round never runs for long. */
   maxBatchesPerRound?: number;
+  /**
+   * Deletion budget: batches are spaced so that a round deletes at most this many rows a
+   * second (0 = back to back). A backlog (after an outage, or a million expired rows) is then
+   * worked off at a bounded rate instead of taking the CPUs and I/O that requests need.
+   */
+  maxRowsPerSecond?: number;
 }
 
 const LOCK_NAME = 'sessiond.sweeper';
@@ -21,6 +28,7 @@ export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
+  private wake: (() => void) | undefined;
   /** Rows deleted since start; exposed to metrics later. */
   deletedTotal = 0;
 
@@ -52,6 +60,7 @@ export class Sweeper {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    this.wake?.();
     await this.running;
   }
 
@@ -63,7 +72,12 @@ export class Sweeper {
       try {
         let deleted = 0;
         const maxBatches = this.options.maxBatchesPerRound ?? 100;
+        const rate = this.options.maxRowsPerSecond ?? 0;
+        const startedAt = performance.now();
         for (let i = 0; i < maxBatches && !this.stopped; i++) {
+          // Pace: the rows deleted so far may not have taken less than rows / rate seconds.
+          if (rate > 0 && deleted > 0) await this.pause((deleted / rate) * 1000 - (performance.now() - startedAt));
+          if (this.stopped) break;
           const before = new Date(this.clock().getTime() - this.options.graceSeconds * 1000);
           const n = await this.store.sweepBatch(before, this.options.batchSize);
           deleted += n;
@@ -75,6 +89,21 @@ export class Sweeper {
       } finally {
         await conn.query('SELECT RELEASE_LOCK(?)', [LOCK_NAME]).catch(() => undefined);
       }
+    });
+  }
+
+  /** Waits `ms` (nothing when ≤ 0); stop() ends the wait at once. */
+  private pause(ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    }).finally(() => {
+      this.wake = undefined;
     });
   }
 }

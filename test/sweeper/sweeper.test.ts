@@ -1,4 +1,5 @@
 import t from 'tap';
+import { performance } from 'node:perf_hooks';
 import mysql from 'mysql2/promise';
 import pino from 'pino';
 import { Database } from '../../src/db/database.js';
@@ -45,4 +46,25 @@ t.test('replicas sweeping at the same moment never both run, and never fail', as
   const total = results.reduce<number>((sum, r) => sum + (r ?? 0), 0);
   t.equal(total, 20, 'every row deleted exactly once');
   t.equal(await count(), 10);
+});
+
+t.test('a deletion budget spaces the batches; stop() ends a paced round at once', async (t) => {
+  for (let i = 0; i < 60; i++) await stores[0]!.create(newRecord(ago(7200), { idleExpiresAt: ago(3600), absoluteExpiresAt: ago(10) }));
+  // 60 rows in batches of 10 at 100 rows/s: the sixth batch may not start before 0.5 s.
+  const paced = new Sweeper(databases[0]!, stores[0]!, { intervalSeconds: 1, batchSize: 10, graceSeconds: 60, maxRowsPerSecond: 100 }, log, () => now);
+  let started = performance.now();
+  t.equal(await paced.runOnce(), 60);
+  const took = performance.now() - started;
+  t.ok(took >= 480, `60 rows at 100 rows/s took ${Math.round(took)} ms (≥ 0.5 s)`);
+  t.ok(took < 5_000, 'and not much longer');
+
+  for (let i = 0; i < 30; i++) await stores[0]!.create(newRecord(ago(7200), { idleExpiresAt: ago(3600), absoluteExpiresAt: ago(10) }));
+  const slow = new Sweeper(databases[0]!, stores[0]!, { intervalSeconds: 1, batchSize: 10, graceSeconds: 60, maxRowsPerSecond: 1 }, log, () => now);
+  started = performance.now();
+  const round = slow.runOnce();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await slow.stop();
+  t.equal(await round, 10, 'one batch, then the 10 s pause was cut short by stop()');
+  t.ok(performance.now() - started < 3_000, 'stop() did not wait out the pause');
+  t.equal(await count(), 10 + 20, 'the rest is left for the next round');
 });
