@@ -170,7 +170,7 @@ async function startService(env = {}, nodeArgs = []) {
     API_KEYS_FILE: stack.keysFile,
     HOST: LOOPBACK,
     PORT: String(port),
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', // the service default, as deployed (LOG_REQUESTS=errors)
     RATE_LIMIT_MAX: '1000000000', // on (every request is counted), never in the way
     RATE_LIMIT_WINDOW_SECONDS: '60',
     SWEEPER_INTERVAL_SECONDS: '0',
@@ -317,13 +317,16 @@ function cannon(target, { seconds, amount, requests, connections = CONFIG.connec
       ...(amount !== undefined ? { amount } : { duration: seconds }),
     };
     const started = performance.now();
+    let lastAnswer = started;
     const instance = autocannon(opts, (err, res) => {
       clearInterval(poll);
       if (err) return reject(err);
-      const elapsed = (performance.now() - started) / 1000;
+      // An `amount` run ends with its last answer (autocannon reports on its next 1 s tick).
+      const elapsed = ((amount !== undefined ? lastAnswer : performance.now()) - started) / 1000;
       resolve(summarize(latencies, statuses, res, elapsed));
     });
     instance.on('response', (_client, status, _bytes, ms) => {
+      lastAnswer = performance.now();
       statuses[status] = (statuses[status] ?? 0) + 1;
       if (status >= 200 && status < 300) latencies.push(ms);
     });

@@ -22,6 +22,7 @@ import type { SessionKey } from './domain/session.js';
 import { redisPlugin } from './plugins/redis.js';
 import { RateLimitCounters, registerRateLimit } from './http/rate-limit.js';
 import { CachedSessionStore } from './store/cached-session-store.js';
+import { RequestLogController } from './http/request-log.js';
 
 export interface BuildOptions {
   /** Fastify logger options or instance settings; false silences logs (tests). */
@@ -92,6 +93,7 @@ function sessionStore(app: FastifyInstance, config: Config, options: BuildOption
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
+    logController: new RequestLogController(config.logRequests),
     // Data is capped at dataMaxBytes as stored JSON; leave room for escaping and the envelope.
     bodyLimit: config.sessions.dataMaxBytes * 4 + 16 * 1024,
     // genReqId reads x-request-id itself so that only well-formed ids are echoed into logs.

@@ -41,6 +41,8 @@ export interface Config {
   host: string;
   port: number;
   logLevel: LogLevel;
+  /** Per-request log lines at info: every answer, only 5xx answers, or none (debug shows all). */
+  logRequests: RequestLogging;
   apiKeysFile: string;
   apiKeys: ApiKeyEntry[];
   /** Per-namespace limits; the environment gives the defaults. */
@@ -61,6 +63,14 @@ export interface Config {
 type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+export type RequestLogging = 'all' | 'errors' | 'none';
+const REQUEST_LOGGING: readonly RequestLogging[] = ['all', 'errors', 'none'];
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const value = (raw(env, name) ?? fallback) as T;
+  if (!values.includes(value)) throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${value}"`);
+  return value;
+}
 
 function raw(env: Env, name: string): string | undefined {
   const value = env[name];
@@ -173,10 +183,8 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
   const databaseUrl = required(env, 'DATABASE_URL');
   parseDatabaseUrl(databaseUrl);
 
-  const logLevel = (raw(env, 'LOG_LEVEL') ?? 'info') as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
-  }
+  const logLevel = oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info');
+  const logRequests = oneOf(env, 'LOG_REQUESTS', REQUEST_LOGGING, 'errors');
 
   const idleTimeoutMax = integer(env, 'SESSION_IDLE_TIMEOUT_MAX_SECONDS', DAY, 1, 365 * DAY);
   const idleTimeoutDefault = integer(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 30 * 60, 1, 365 * DAY);
@@ -219,6 +227,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
     host,
     port: integer(env, 'PORT', 8080, 0, 65535),
     logLevel,
+    logRequests,
     apiKeysFile,
     apiKeys,
     policies,

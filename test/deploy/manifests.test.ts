@@ -47,7 +47,7 @@ function variablesReadBy(file: string, pattern: RegExp): Set<string> {
   const source = readFileSync(path.join(ROOT, file), 'utf8');
   return new Set([...source.matchAll(pattern)].map((m) => (m[1] ?? m[2])!));
 }
-const SERVICE_VARIABLES = variablesReadBy('src/config/config.ts', /\b(?:raw|required|integer|boolean)\(\s*env,\s*'([A-Z][A-Z0-9_]*)'/g);
+const SERVICE_VARIABLES = variablesReadBy('src/config/config.ts', /\b(?:raw|required|integer|boolean|oneOf)\(\s*env,\s*'([A-Z][A-Z0-9_]*)'/g);
 const MIGRATE_VARIABLES = variablesReadBy('drizzle.config.ts', /process\.env\.([A-Z][A-Z0-9_]*)|process\.env\[['"]([A-Z][A-Z0-9_]*)['"]\]/g);
 /** Read by Node itself, not by the service's config. */
 const NODE_VARIABLES = new Set(['NODE_OPTIONS']);
