@@ -48,7 +48,8 @@ const CONFIG = {
   sweepMaxSeconds: num('BENCH_SWEEP_MAX_SECONDS', 30), // reads are measured while the sweeper works, at most this long
   bufferPool: process.env.BENCH_INNODB_BUFFER_POOL ?? '512M',
   logFileSize: process.env.BENCH_INNODB_LOG_FILE_SIZE ?? '256M',
-  profile: process.env.BENCH_PROFILE === '1',
+  // 1 or touch: profile warm touch; read: warm read; create: create (unset: no profile)
+  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create' })[process.env.BENCH_PROFILE ?? ''] ?? false,
   out: process.env.BENCH_OUT ?? path.join(ROOT, 'bench/results/latest.json'),
 };
 
@@ -595,7 +596,7 @@ async function main() {
   if (warmOnly) {
     results.peakRssMb = svc.peak().hwmMb;
     process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(results.runs).map(([k, v]) => [k, { rps: Math.round(v.rps), p50: v.p50, p99: v.p99, errors: v.errors, cpuUs: Math.round(v.cpuUsPerRequest) }])))}\npeak RSS ${results.peakRssMb}\n`);
-    if (CONFIG.profile) await profileTouch(warm);
+    if (CONFIG.profile) await profileScenario(warm, CONFIG.profile);
     return;
   }
 
@@ -665,8 +666,8 @@ async function main() {
   results.peakRssMb = Math.max(results.peakRssMb, p1.peak().hwmMb, p2.peak().hwmMb);
   await Promise.all([stopChild(p1), stopChild(p2)]);
 
-  // --- optional CPU profile of warm touch.
-  if (CONFIG.profile) results.profile = await profileTouch(warm);
+  // --- optional CPU profile (BENCH_PROFILE).
+  if (CONFIG.profile) results.profile = await profileScenario(warm, CONFIG.profile);
 
   results.machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
   results.seconds = (performance.now() - t0) / 1000;
@@ -715,13 +716,15 @@ function machine() {
   };
 }
 
-async function profileTouch(warm) {
+async function profileScenario(warm, which) {
   const dir = path.join(ROOT, '.local/bench/profile');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  log(`profiling warm touch (--cpu-prof into ${path.relative(ROOT, dir)})`);
+  const name = which === 'create' ? 'create' : `warm ${which}`;
+  log(`profiling ${name} (--cpu-prof into ${path.relative(ROOT, dir)})`);
   const svc = await startService({}, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-  await measure('touch (profiled)', svc.url, touchReq(warm), {}, svc.child.pid);
+  const requests = { touch: () => touchReq(warm), read: () => readReq(warm), create: () => createReq() }[which]();
+  await measure(`${which} (profiled)`, svc.url, requests, {}, svc.child.pid);
   await stopChild(svc);
   const { readdirSync } = await import('node:fs');
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
@@ -730,8 +733,8 @@ async function profileTouch(warm) {
     return null;
   }
   const summary = summarizeProfile(JSON.parse(readFileSync(path.join(dir, file), 'utf8')), 25);
-  process.stdout.write(`\nCPU profile of warm touch (${path.relative(ROOT, path.join(dir, file))}):\n${formatProfile(summary)}\n`);
-  return { file: path.relative(ROOT, path.join(dir, file)), ...summary };
+  process.stdout.write(`\nCPU profile of ${name} (${path.relative(ROOT, path.join(dir, file))}):\n${formatProfile(summary)}\n`);
+  return { scenario: name, file: path.relative(ROOT, path.join(dir, file)), ...summary };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,12 +41,13 @@ const binaryCollatedVarchar = customType<{ data: string; driverData: string; con
  * back a string unless it recognised the column as JSON.
  */
 const jsonValue = <T>() =>
-  customType<{ data: T; driverData: string }>({
+  customType<{ data: T; driverData: string | null }>({
     dataType() {
       return 'json';
     },
+    // null stays SQL NULL (a prepared statement hands null values to the encoder too).
     toDriver(value) {
-      return JSON.stringify(value);
+      return value === null ? null : JSON.stringify(value);
     },
     fromDriver(value) {
       return (typeof value === 'string' ? JSON.parse(value) : value) as T;
