@@ -43,6 +43,8 @@ const CONFIG = {
   smallRows: num('BENCH_SMALL_ROWS', 10_000), // table size of the "10 k" cold runs
   bulkRows: num('BENCH_ROWS', 1_000_000), // expired rows added for the "1 M" runs, then swept
   insertBatch: num('BENCH_INSERT_BATCH', 100_000),
+  pairedRounds: num('BENCH_PAIRED_ROUNDS', 3), // rounds of B, read, touch, C, create back to back (0 = none)
+  pairedSeconds: num('BENCH_PAIRED_SECONDS', 4), // measured seconds per paired run
   sweepBatch: num('BENCH_SWEEP_BATCH', 500), // SWEEPER_BATCH_SIZE of the sweep scenario (the service default)
   sweepRate: num('BENCH_SWEEP_RATE', 2000), // SWEEPER_MAX_ROWS_PER_SECOND of the sweep scenario (the service default; 0 = unpaced)
   sweepMaxSeconds: num('BENCH_SWEEP_MAX_SECONDS', 30), // reads are measured while the sweeper works, at most this long
@@ -339,6 +341,12 @@ function cannon(target, { seconds, amount, requests, connections = CONFIG.connec
   });
 }
 
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -543,6 +551,7 @@ async function main() {
     NAMESPACE,
     ID_HASH_HEX: sha256(warm[0]).toString('hex'),
   };
+  const baselines = {};
   for (const mode of ['A', 'B', 'C']) {
     const b = await startBaseline(mode, baselineEnv);
     const check = await fetch(`${b.url}/`).then((r) => r.text());
@@ -550,7 +559,9 @@ async function main() {
     log(`baseline ${mode}`);
     results.runs[`baseline ${mode}`] = await measure(`baseline ${mode}`, b.url, [{ method: 'GET', path: '/' }], {}, b.child.pid);
     results.runs[`baseline ${mode}`].responseBytes = Buffer.byteLength(check);
-    await stopChild(b);
+    // B and C stay up for the paired rounds.
+    if (mode === 'A') await stopChild(b);
+    else baselines[mode] = b;
   }
 
   // --- cold cache at 10 k rows (before the write scenarios add rows).
@@ -593,9 +604,34 @@ async function main() {
     results.runs[name].rssMb = svc.peak().hwmMb;
     log(`    cache hits ${results.runs[name].cache.hits}, misses ${results.runs[name].cache.misses}; peak RSS so far ${fmt(results.runs[name].rssMb)} MB`);
   }
+  // --- paired rounds: the req/s targets compare runs taken seconds apart, round after round,
+  // so that a shared machine's drift between a baseline measured at the start and a scenario
+  // measured minutes later cancels out; the targets use the median of the per-round ratios.
+  if (only === undefined && CONFIG.pairedRounds > 0) {
+    const base = (mode) => [baselines[mode].url, [{ method: 'GET', path: '/' }], baselines[mode].child.pid];
+    const quick = (name, url, requests, pid) => measure(name, url, requests, { seconds: CONFIG.pairedSeconds }, pid);
+    const ratios = { read: [], touch: [], create: [] };
+    for (let round = 1; round <= CONFIG.pairedRounds; round++) {
+      log(`paired round ${round} of ${CONFIG.pairedRounds}: B, read, touch, C, create`);
+      const [bUrl, bReq, bPid] = base('B');
+      const b = await quick(`  B`, bUrl, bReq, bPid);
+      const read = await quick(`  read (warm)`, svc.url, readReq(warm), svc.child.pid);
+      const touch = await quick(`  touch (warm)`, svc.url, touchReq(warm), svc.child.pid);
+      const [cUrl, cReq, cPid] = base('C');
+      const cBase = await quick(`  C`, cUrl, cReq, cPid);
+      const create = await quick(`  create`, svc.url, createReq(), svc.child.pid);
+      ratios.read.push(read.rps / b.rps);
+      ratios.touch.push(touch.rps / b.rps);
+      ratios.create.push(create.rps / cBase.rps);
+    }
+    results.paired = Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, { ratios: v, median: median(v) }]));
+  }
+  for (const b of Object.values(baselines)) await stopChild(b);
+
   if (warmOnly) {
     results.peakRssMb = svc.peak().hwmMb;
     process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(results.runs).map(([k, v]) => [k, { rps: Math.round(v.rps), p50: v.p50, p99: v.p99, errors: v.errors, cpuUs: Math.round(v.cpuUsPerRequest) }])))}\npeak RSS ${results.peakRssMb}\n`);
+    if (results.paired) process.stdout.write(`paired ${JSON.stringify(results.paired)}\n`);
     if (CONFIG.profile) await profileScenario(warm, CONFIG.profile);
     return;
   }
@@ -776,6 +812,11 @@ function report(results) {
   out.push(`       sweep: ${s.sweep.deleted.toLocaleString('en')} of ${s.sweep.expiredRows.toLocaleString('en')} expired rows deleted in ${fmt(s.sweep.seconds ?? s.sweep.measuredSeconds)} s${s.sweep.seconds === null ? ' (measurement window; the sweep went on)' : ''}, ${fmt(s.sweep.deleted / (s.sweep.seconds ?? s.sweep.measuredSeconds), 0)} rows/s (batch ${s.sweep.batchSize}, budget ${s.sweep.maxRowsPerSecond ? `${s.sweep.maxRowsPerSecond} rows/s` : 'none'}); read p99 ${fmt(R['read during sweep']?.p99, 2)} ms during vs ${fmt(R['read before sweep']?.p99, 2)} ms before (x${fmt(ratio(R['read during sweep']?.p99, R['read before sweep']?.p99), 2)})`);
   out.push(`       create: 2 processes ${fmt(R['create, 2 processes']?.rps, 0)} req/s vs 1 process ${fmt(R['create, 1 process']?.rps, 0)} req/s (x${fmt(ratio(R['create, 2 processes']?.rps, R['create, 1 process']?.rps), 2)})`);
   out.push(`       sessiond peak RSS ${fmt(results.peakRssMb)} MB (${fmt(results.idleRssMb)} MB idle after start)`);
+  const P = results.paired;
+  if (P) {
+    const line = (k, base) => `${k}/${base} ${P[k].ratios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(P[k].median, 2)})`;
+    out.push(`paired: ${c.pairedRounds} rounds of B, read, touch, C, create back to back (${c.pairedSeconds} s each): ${line('read', 'B')}; ${line('touch', 'B')}; ${line('create', 'C')}`);
+  }
   out.push('');
 
   const targets = [];
@@ -787,9 +828,11 @@ function report(results) {
   const load = `load average ${results.machine.loadAverageAtStart[0]} at start: ${results.machine.cpus} CPUs shared by the load generator, sessiond, Redis, MariaDB and anything else running`;
   const perReq = (k, base) =>
     `sessiond used ${cpu(k)} µs of CPU per ${k} answer against ${cpu(`baseline ${base}`)} µs for ${base} (authentication, rate limiting, schema validation and serialisation, per-request loggers, metrics, hooks); with the CPUs saturated req/s follows CPU per request. Closing it: cut the per-request work (docs/benchmarks.md, "Profile and optimisations"), and run the load generator on other cores; ${load}`;
-  target('warm read >= 0.85 x B req/s', ratio(R['read (warm)']?.rps, B?.rps), 0.85, '>=', 'x', perReq('read (warm)', 'B'));
-  target('touch >= 0.8 x B req/s', ratio(R['touch (warm)']?.rps, B?.rps), 0.8, '>=', 'x', perReq('touch (warm)', 'B'));
-  target('create >= 0.6 x C req/s', ratio(R.create?.rps, C?.rps), 0.6, '>=', 'x',
+  // The paired medians when there are paired rounds (see main()), else the table's ratios.
+  const rpsRatio = (k, scenario, base) => P?.[k]?.median ?? ratio(R[scenario]?.rps, base?.rps);
+  target('warm read >= 0.85 x B req/s', rpsRatio('read', 'read (warm)', B), 0.85, '>=', 'x', perReq('read (warm)', 'B'));
+  target('touch >= 0.8 x B req/s', rpsRatio('touch', 'touch (warm)', B), 0.8, '>=', 'x', perReq('touch (warm)', 'B'));
+  target('create >= 0.6 x C req/s', rpsRatio('create', 'create', C), 0.6, '>=', 'x',
     `create is a committed INSERT into three indexes (primary key, subject, expiry) plus body validation, token generation and hashing, against C's single-row SELECT; sessiond used ${cpu('create')} µs CPU per create against ${cpu('baseline C')} µs for C, and MariaDB shares the same CPUs; ${load}`);
   target('read p99 <= 2 x B p99', ratio(R['read (warm)']?.p99, B?.p99), 2, '<=', 'x', `requests queue behind the higher CPU cost per request at ${c.connections} connections; ${load}`);
   target('touch p99 <= 2 x B p99', ratio(R['touch (warm)']?.p99, B?.p99), 2, '<=', 'x', `as for read; ${load}`);
