@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import swagger from '@fastify/swagger';
 import type { Config } from './config/config.js';
 import { ApiKeyAuthenticator } from './http/authenticate.js';
-import { installErrorHandling, sendProblem } from './http/problem.js';
+import { installErrorHandling, registerNotFound, sendProblem } from './http/problem.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { subjectRoutes } from './http/routes/subjects.js';
 import { GuessingMonitor } from './http/guessing-monitor.js';
@@ -192,6 +192,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return reply.code(503).send({ status: 'unavailable', mariadb: 'down', redis });
     }
   });
+  await registerNotFound(app);
 
   return app;
 }

@@ -58,8 +58,20 @@ export function installErrorHandling(app: FastifyInstance): void {
     request.log.error({ err }, 'unhandled error');
     return sendProblem(reply, 500, 'internal_error', 'An unexpected error occurred.');
   });
+}
 
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, 404, 'route_not_found', `No route ${request.method} ${request.url.split('?')[0]}.`),
-  );
+/**
+ * 404 for every unknown route, without reading its body: the not-found handler lives in a scope
+ * of its own whose only content-type parser accepts anything and parses nothing, so a malformed,
+ * oversized or oddly typed body cannot turn the 404 into a 400, 413 or 415. Register it last:
+ * the scope inherits the hooks the root has by then (x-request-id, metrics).
+ */
+export async function registerNotFound(app: FastifyInstance): Promise<void> {
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+    scope.setNotFoundHandler((request, reply) =>
+      sendProblem(reply, 404, 'route_not_found', `No route ${request.method} ${request.url.split('?')[0]}.`),
+    );
+  });
 }

@@ -254,6 +254,17 @@ export async function sessionsHttpSuite(t: Test, env: Record<string, string>): P
     expectProblem(t, await app.inject({ method: 'GET', url: '/v1/nothing-here', headers: auth() }), 404, 'route_not_found');
     expectProblem(t, await app.inject({ method: 'PUT', url: '/v1/sessions', headers: auth() }), 404, 'route_not_found');
     expectProblem(t, await app.inject({ method: 'GET', url: '/' }), 404, 'route_not_found');
+    // Whatever the body: an unknown route never reads it (no 400, 413 or 415 instead of 404).
+    const bodies = [
+      { 'content-type': 'application/json', payload: '[' },
+      { 'content-type': 'application/x-unknown', payload: 'x' },
+      { 'content-type': 'application/json', payload: 'x'.repeat(2 * 1024 * 1024) },
+    ];
+    for (const { payload, ...headers } of bodies) {
+      const res = await app.inject({ method: 'OPTIONS', url: '/v1/', headers: { ...auth(), ...headers }, payload });
+      expectProblem(t, res, 404, 'route_not_found');
+      t.ok(res.headers['x-request-id'], 'and it carries a request id');
+    }
   });
 
   t.test('responses carry a request id, echoed when the caller sent a sane one', async (t) => {
