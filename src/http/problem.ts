@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, StoreUnavailableError, type ProblemCode } from '../domain/errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
@@ -61,17 +61,17 @@ export function installErrorHandling(app: FastifyInstance): void {
 }
 
 /**
- * 404 for every unknown route, without reading its body: the not-found handler lives in a scope
- * of its own whose only content-type parser accepts anything and parses nothing, so a malformed,
- * oversized or oddly typed body cannot turn the 404 into a 400, 413 or 415. Register it last:
- * the scope inherits the hooks the root has by then (x-request-id, metrics).
+ * 404 for every unknown route, answered in the not-found scope's onRequest hook: before Fastify
+ * looks at the body or its Content-Type, so a malformed, oversized or missing one (QUERY without
+ * a Content-Type) cannot turn the 404 into a 400, 413 or 415. The scope has no routes of its own:
+ * its hook runs for unknown routes only. Register it last: the scope inherits the hooks the root
+ * has by then (request id, metrics).
  */
 export async function registerNotFound(app: FastifyInstance): Promise<void> {
+  const notFound = (request: FastifyRequest, reply: FastifyReply) =>
+    sendProblem(reply, 404, 'route_not_found', `No route ${request.method} ${request.url.split('?')[0]}.`);
   await app.register(async (scope) => {
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
-    scope.setNotFoundHandler((request, reply) =>
-      sendProblem(reply, 404, 'route_not_found', `No route ${request.method} ${request.url.split('?')[0]}.`),
-    );
+    scope.addHook('onRequest', async (request, reply) => notFound(request, reply));
+    scope.setNotFoundHandler(notFound);
   });
 }

@@ -259,9 +259,16 @@ export async function sessionsHttpSuite(t: Test, env: Record<string, string>): P
       { 'content-type': 'application/json', payload: '[' },
       { 'content-type': 'application/x-unknown', payload: 'x' },
       { 'content-type': 'application/json', payload: 'x'.repeat(2 * 1024 * 1024) },
+      { 'content-type': 'not a media type', payload: '{}' },
     ];
     for (const { payload, ...headers } of bodies) {
       const res = await app.inject({ method: 'OPTIONS', url: '/v1/', headers: { ...auth(), ...headers }, payload });
+      expectProblem(t, res, 404, 'route_not_found');
+      t.ok(res.headers['x-request-id'], 'and it carries a request id');
+    }
+    // QUERY must carry a Content-Type (RFC 10008), but an unknown route is a 404 first.
+    for (const url of ['/v1/sessions', '/nothing']) {
+      const res = await app.inject({ method: 'QUERY' as 'GET', url, headers: auth() });
       expectProblem(t, res, 404, 'route_not_found');
       t.ok(res.headers['x-request-id'], 'and it carries a request id');
     }
