@@ -13,11 +13,15 @@
  *
  * Options (environment): HISTORY_SCENARIOS=name,name (a subset, by the names in the table);
  * SESSIOND_HISTORY_SERVER=/path/to/dist/server.js (run the services from another build);
- * SESSIOND_TEST_UNSAFE_FILL=1 is passed on to the services (the planted bug: planted-bug.test.ts).
+ * SESSIOND_TEST_UNSAFE_FILL=1 is passed on to the services (the planted bug: planted-bug.test.ts);
+ * HISTORY_DUMP=dir writes each scenario's whole history, fault times and the services' logs there
+ * as JSON (times in ms since the workload's start), to study a counterexample in full.
  */
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { stack, table, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, isIndeterminate } from './checker.js';
 import { checkHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
@@ -187,6 +191,19 @@ for (const [index, sc] of selected.entries()) {
       t.comment(`tolerated (documented invalidation delay, ${monitor.windows.length} Redis-fallback windows): ${result.tolerated.length}; first:\n${counterexample({ ...result, violations: result.tolerated }, w.t0, 1)}`);
     }
     if (!result.ok) t.comment(counterexample(result, w.t0));
+    if (process.env.HISTORY_DUMP) {
+      const file = path.join(process.env.HISTORY_DUMP, `${sc.name.replace(/[^a-z0-9]+/gi, '-')}.json`);
+      const rel = (at: number) => at - w.t0;
+      const dump = {
+        fault: { start: rel(faultStart), healed: rel(healedAt) },
+        fallbackWindows: monitor.windows.map((x) => ({ start: rel(x.start), end: rel(x.end) })),
+        violations: result.violations.map((v) => v.message),
+        history: w.history.map((o) => ({ ...o, start: rel(o.start), end: rel(o.end) })),
+        logs: Object.fromEntries([...everyService].map((svc) => [svc.name, svc.output()])),
+      };
+      await writeFile(file, JSON.stringify(dump, null, 1));
+      t.comment(`history written to ${file}`);
+    }
     t.ok(result.ok, 'the history passes the checker');
     t.same(final.lost, [], 'every acknowledged create that was never destroyed still reads');
     t.same(final.resurrected, [], 'no acknowledged destroy / rotate / revoke-all reads again');
