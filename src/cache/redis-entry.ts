@@ -15,7 +15,7 @@ export function sessionKeys(key: SessionKey): { entry: string; lease: string } {
  * expiry fields are separate so that touch can move them in place (a max-register):
  *   v  version          d  JSON of the versioned part      it idle timeout (s)
  *   ax absolute expiry  ie idle expiry (ms, max-register) pe idle expiry MariaDB has
- *   ls last seen (ms)   t  present on a tombstone
+ *   ls last seen (ms)   t  present on a tombstone   w  present on a write marker
  */
 export interface CachedFields {
   v: string;

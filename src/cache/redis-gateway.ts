@@ -4,7 +4,7 @@ import type { RedisConfig } from '../config/config.js';
 import type { SessionKey } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
-import { INSTALL, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
+import { INSTALL, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
 export interface RedisGatewayOptions extends RedisConfig {
   /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
@@ -12,6 +12,13 @@ export interface RedisGatewayOptions extends RedisConfig {
   /** Lifetime of a fill lease. */
   leaseMs: number;
 }
+
+/**
+ * Lifetime of a write marker: it must outlast the rest of the writer's transaction (the commit,
+ * a deadlock retry) and the invalidation after it; a writer that dies in between leaves the
+ * session uncached for this long at most.
+ */
+export const WRITE_MARK_TTL_MS = 10_000;
 
 /** Redis could not be used for this call; take the MariaDB path. */
 export class CacheUnavailableError extends Error {
@@ -33,6 +40,7 @@ interface ScriptCommands {
   sdTouch(entry: string, ...args: ScriptArg[]): Promise<Array<string | number>>;
   sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
+  sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
 
@@ -77,6 +85,7 @@ export class RedisGateway {
     client.defineCommand('sdTouch', { numberOfKeys: 1, lua: TOUCH });
     client.defineCommand('sdTombstone', { numberOfKeys: 2, lua: TOMBSTONE });
     client.defineCommand('sdPersisted', { numberOfKeys: 1, lua: PERSISTED });
+    client.defineCommand('sdMarkWrite', { numberOfKeys: 2, lua: MARK_WRITE });
     client.on('error', (err: Error) => this.logError(err));
     this.client = client as Client;
     this.breaker = new CircuitBreaker(
@@ -167,7 +176,7 @@ export class RedisGateway {
     return this.guard(async () => (await this.client.set(sessionKeys(key).lease, leaseId, 'PX', this.options.leaseMs, 'NX')) === 'OK');
   }
 
-  /** 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there. */
+  /** 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there, -3 a write marker. */
   install(key: SessionKey, leaseId: string, f: CachedFields): Promise<number> {
     const { entry, lease } = sessionKeys(key);
     return this.guard(() =>
@@ -191,6 +200,16 @@ export class RedisGateway {
         }
       }
     });
+  }
+
+  /**
+   * Before a write commits: drop the entry and fence off fills until the invalidation after the
+   * commit (MARK_WRITE). Tried whatever the breaker says, like the invalidation, but with the
+   * read deadline: it runs inside the transaction, and a write does not depend on it.
+   */
+  async markWrite(key: SessionKey): Promise<void> {
+    const { entry, lease } = sessionKeys(key);
+    await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS), true);
   }
 
   /** After a committed data change: drop the entry and any fill lease. */

@@ -7,13 +7,14 @@
 /**
  * Installs a filled entry. KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls.
  * Refuses (returns ≤ 0) unless our lease is still there — an invalidate or destroy since we took
- * it deletes the lease — and nothing as new, nor a tombstone, is present.
+ * it deletes the lease — and nothing as new, nor a tombstone, nor a write marker, is present.
  */
 export const INSTALL = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
-local cur = redis.call('HMGET', KEYS[1], 't', 'v')
+local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w')
 if cur[1] then return -1 end
+if cur[3] then return -3 end
 if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return -2 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
@@ -47,6 +48,24 @@ return {1, h[2], h[3], h[4], h[5], ieText, h[7], lsText}
 export const TOMBSTONE = `
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 't', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`;
+
+/**
+ * Marks a write in progress, before its transaction commits. KEYS: entry, lease. ARGV: ttlMs.
+ * The entry and any fill lease go, and the marker (`w`) refuses every install until the
+ * writer's invalidation or tombstone after the commit replaces it (or it expires): no fill can
+ * put the pre-commit record back in the moment between the commit and the invalidation, when
+ * MariaDB already answers the new one. Reads see a miss. A tombstone stays as it is.
+ */
+export const MARK_WRITE = `
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'w', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `;

@@ -26,6 +26,8 @@ export interface CachedSessionStoreOptions {
   touchPersistThresholdSeconds: number;
   /** Test-only: runs between a fill's MariaDB read and its Redis install. */
   beforeInstall?: (key: SessionKey) => Promise<void>;
+  /** Test-only: runs after a write committed, before its invalidations are sent. */
+  afterCommit?: (keys: SessionKey[]) => Promise<void>;
   /**
    * Test-only planted bug (SESSIOND_TEST_UNSAFE_FILL=1): the fill takes its lease after reading
    * MariaDB instead of before, so an invalidation that lands in between no longer fences it and
@@ -239,8 +241,14 @@ export class CachedSessionStore implements SessionStore {
       const { result, debts } = await change(tx);
       const owed: Array<CacheDebt & { id: number }> = [];
       for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action, now) });
+      // Fence off fills before the commit makes the change visible (MARK_WRITE): otherwise a
+      // fill that read the old row could install it between the commit and the invalidation,
+      // while MariaDB already answers the new one — a reader could see the new version and the
+      // next the old. Best effort: should Redis not take it, the invalidation below still runs.
+      await Promise.all(owed.map((o) => this.redis.markWrite(o.key).catch(() => undefined)));
       return { result, owed };
     });
+    if (owed.length > 0) await this.options.afterCommit?.(owed.map((o) => o.key));
     if (owed.length > 0) {
       // Always tried, whatever this replica's breaker says: another replica may be reading
       // from Redis right now.

@@ -15,14 +15,25 @@ import { newRecord } from './session-store-contract.js';
 const log = pino({ level: 'silent' });
 const TH = 60; // touch write-behind threshold, seconds
 
-async function setup(t: Test, opts: { redisUrl?: string; beforeInstall?: (key: SessionKey) => Promise<void> } = {}) {
+interface SetupOptions {
+  redisUrl?: string;
+  beforeInstall?: (key: SessionKey) => Promise<void>;
+  afterCommit?: (keys: SessionKey[]) => Promise<void>;
+}
+
+async function setup(t: Test, opts: SetupOptions = {}) {
   const url = await migratedDatabase(t);
   const database = new Database({ url, poolSize: 8, acquireTimeoutMs: 500, queryTimeoutMs: 2000, connectTimeoutMs: 500 });
   t.teardown(() => database.close().catch(() => undefined));
   const db = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: TH });
   const redisUrl = opts.redisUrl ?? (await sharedRedisUrl(t));
   const gateway = await testGateway(t, gatewayOptions({ url: redisUrl }));
-  const cached = new CachedSessionStore(db, gateway, { touchPersistThresholdSeconds: TH, beforeInstall: opts.beforeInstall }, log);
+  const cached = new CachedSessionStore(
+    db,
+    gateway,
+    { touchPersistThresholdSeconds: TH, beforeInstall: opts.beforeInstall, afterCommit: opts.afterCommit },
+    log,
+  );
   const raw = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
   raw.on('error', () => undefined); // tests kill this Redis on purpose
   t.teardown(() => raw.disconnect());
@@ -88,6 +99,46 @@ t.test('a fill paused across an update installs nothing stale', async (t) => {
   t.equal(cached.counters.refusedFills, 1);
   t.same((await cached.get(s, now))?.data, { v: 2 }, 'the next read sees the update');
   t.same((await cached.get(s, now))?.data, { v: 2 }, 'also once warm');
+});
+
+t.test('a fill that read the old row cannot install it between a write\'s commit and its invalidation', async (t) => {
+  const fill = gate();
+  const commit = gate();
+  let pauseFill = true;
+  let pauseWrite = true;
+  const { cached, db, raw } = await setup(t, {
+    beforeInstall: async () => (pauseFill ? ((pauseFill = false), fill.wait()) : undefined),
+    afterCommit: async () => (pauseWrite ? ((pauseWrite = false), commit.wait()) : undefined),
+  });
+  const now = new Date();
+  const s = newRecord(now, { data: { v: 1 } });
+  await cached.create(s);
+  const reader = cached.get(s, now); // misses, takes the lease, reads version 1, then waits
+  await fill.arrived;
+  const writer = cached.replaceData(s, { v: 2 }, { any: false, versions: [1] }, now);
+  await commit.arrived; // version 2 is committed; its invalidation has not been sent
+  t.same((await db.get(s, now))?.data, { v: 2 }, 'MariaDB answers the new version');
+  fill.open();
+  t.same((await reader)?.data, { v: 1 }, 'the paused reader answers what it read before the write');
+  t.equal(cached.counters.refusedFills, 1, 'but the write marker refused its install');
+  t.same(await raw.hgetall(sessionKeys(s).entry), { w: '1' }, 'Redis holds the marker, not the old record');
+  t.same((await cached.get(s, now))?.data, { v: 2 }, 'a read in that moment sees the new version, not the old');
+  commit.open();
+  t.equal((await writer).kind, 'ok');
+  t.same(await raw.hgetall(sessionKeys(s).entry), {}, 'the invalidation after the commit removed the marker');
+  t.same((await cached.get(s, now))?.data, { v: 2 }, 'and the cache fills with the new version');
+  t.same((await cached.get(s, now))?.data, { v: 2 }, 'also once warm');
+});
+
+t.test('a write marker never replaces a tombstone', async (t) => {
+  const { cached, gateway, raw } = await setup(t);
+  const now = new Date();
+  const s = newRecord(now);
+  await cached.create(s);
+  t.equal(await cached.destroy(s, now), true);
+  await gateway.markWrite(s);
+  t.same(await raw.hgetall(sessionKeys(s).entry), { t: '1' }, 'the tombstone stays');
+  t.equal(await cached.get(s, now), null);
 });
 
 t.test('rotate tombstones the old id in Redis', async (t) => {
