@@ -117,9 +117,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('preClose', async () => {
     draining = true;
   });
-  app.addHook('onSend', async (request, reply) => {
+  // Callback-style hooks on every request: an async hook costs a promise and a microtask turn.
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
     if (draining) reply.header('connection', 'close');
+    done(null, payload);
   });
   installErrorHandling(app);
 
@@ -168,8 +170,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     async (v1) => {
       v1.addHook('onRequest', authenticator.hook());
       // Sessions hold credentials: no shared cache may keep a response.
-      v1.addHook('onSend', async (_request, reply) => {
+      v1.addHook('onSend', (_request, reply, payload, done) => {
         reply.header('cache-control', 'no-store');
+        done(null, payload);
       });
       await registerRateLimit(v1, { redis: app.redis, policies: config.policies, counters: app.rateLimitCounters });
       await v1.register(sessionRoutes, { service, guessing });

@@ -37,12 +37,26 @@ export type TouchOutcome =
 type ScriptArg = string | number;
 interface ScriptCommands {
   sdInstall(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
-  sdTouch(entry: string, ...args: ScriptArg[]): Promise<Array<string | number>>;
+  sdTouch(entry: string, ...args: ScriptArg[]): Promise<string | number>;
   sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
   sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
+
+/** Splits TOUCH's reply: v, it, ax, ie, pe and ls, then d (the rest), newline-separated. */
+export function touchedFields(reply: string): CachedFields {
+  const f: string[] = [];
+  let from = 0;
+  for (let i = 0; i < 6; i++) {
+    const at = reply.indexOf('\n', from);
+    if (at < 0) throw new Error('malformed touch reply');
+    f.push(reply.slice(from, at));
+    from = at + 1;
+  }
+  const [v, it, ax, ie, pe, ls] = f as [string, string, string, string, string, string];
+  return { v, it, ax, ie, pe, ls, d: reply.slice(from) };
+}
 
 /**
  * The one door to Redis. Offline queue off, a short command timeout, bounded reconnect delays
@@ -187,18 +201,8 @@ export class RedisGateway {
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
     return this.guard(async () => {
       const r = await this.client.sdTouch(sessionKeys(key).entry, nowMs);
-      switch (Number(r[0])) {
-        case 0:
-          return { kind: 'miss' };
-        case -1:
-          return { kind: 'tombstone' };
-        case -2:
-          return { kind: 'expired' };
-        default: {
-          const [, v, d, it, ax, ie, pe, ls] = r.map(String);
-          return { kind: 'hit', fields: { v: v!, d: d!, it: it!, ax: ax!, ie: ie!, pe: pe!, ls: ls! } };
-        }
-      }
+      if (typeof r === 'string') return { kind: 'hit', fields: touchedFields(r) };
+      return r === -1 ? { kind: 'tombstone' } : r === -2 ? { kind: 'expired' } : { kind: 'miss' };
     });
   }
 

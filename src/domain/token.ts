@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /** 32 CSPRNG bytes as base64url: 43 characters, no padding. */
 export const TOKEN_BYTES = 32;
@@ -13,10 +13,15 @@ export function isTokenShaped(value: string): boolean {
   return TOKEN_SHAPE.test(value);
 }
 
-/** SHA-256 of the token: the only form in which a token is ever stored. */
-export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
+/**
+ * SHA-256 of the token: the only form in which a token is ever stored. The one-shot
+ * `crypto.hash` skips the Hash object `createHash` builds (~0.5 µs of a hot-path request).
+ */
+export function sha256(text: string): Buffer {
+  return hash('sha256', text, 'buffer');
 }
+
+export const hashToken = sha256;
 
 /** The public id of a session: base64url of SHA-256(token). Safe to log and show. */
 export function publicIdOf(idHash: Buffer): string {

@@ -1,7 +1,8 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiKeyEntry } from '../auth/api-keys.js';
 import { sendProblem } from './problem.js';
+import { sha256 } from '../domain/token.js';
 
 export interface Caller {
   client: string;
@@ -45,7 +46,7 @@ export class ApiKeyAuthenticator {
     if (header === undefined) return null;
     const match = BEARER.exec(header);
     if (match === null) return null;
-    const digest = createHash('sha256').update(match[1]!, 'utf8').digest();
+    const digest = sha256(match[1]!);
     let found: Caller | null = null;
     for (const key of this.keys) {
       if (timingSafeEqual(digest, key.digest)) found = key.caller;
@@ -53,9 +54,9 @@ export class ApiKeyAuthenticator {
     return found;
   }
 
-  /** An onRequest hook for the /v1 routes. */
+  /** An onRequest hook for the /v1 routes (callback-style: no promise per request). */
   hook() {
-    return async (request: FastifyRequest, reply: FastifyReply) => {
+    return (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
       const caller = this.identify(request.headers.authorization);
       if (caller === null) {
         const presented = request.headers.authorization !== undefined;
@@ -63,10 +64,13 @@ export class ApiKeyAuthenticator {
           'www-authenticate',
           presented ? 'Bearer realm="sessiond", error="invalid_token"' : 'Bearer realm="sessiond"',
         );
-        return sendProblem(reply, 401, 'unauthorized', 'A valid API key is required: Authorization: Bearer <key>.');
+        // Answered here: the request goes no further (done is not called).
+        sendProblem(reply, 401, 'unauthorized', 'A valid API key is required: Authorization: Bearer <key>.');
+        return;
       }
       request.caller = caller;
       bindLog(request, { client: caller.client });
+      done();
     };
   }
 }

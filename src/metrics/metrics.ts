@@ -64,8 +64,7 @@ export async function registerMetrics(app: FastifyInstance, options: MetricsOpti
   });
   const children = new Map<string, ReturnType<typeof duration.labels>>();
   const servedHere = options.port === undefined;
-  // Added to the root instance, the hook reaches every route, /v1 included, and the 404 handler.
-  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+  const observe = (request: FastifyRequest, reply: FastifyReply) => {
     const route = request.routeOptions.url;
     if (servedHere && route === METRICS_PATH) return;
     // One labelled child per (method, route, status), kept: observe() on the parent hashes the
@@ -77,6 +76,11 @@ export async function registerMetrics(app: FastifyInstance, options: MetricsOpti
       children.set(key, child);
     }
     child.observe(reply.elapsedTime / 1000);
+  };
+  // Added to the root instance, the hook reaches every route, /v1 included, and the 404 handler.
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    observe(request, reply);
+    done();
   });
 
   // The sources (pool, counters, breaker) are all decorated by the time the app is ready.

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { decodeEntry, encodeEntry, lookupOf, sessionKeys } from '../../src/cache/redis-entry.js';
+import { touchedFields } from '../../src/cache/redis-gateway.js';
 import { newRecord } from '../store/session-store-contract.js';
 
 t.test('a session survives encode/decode exactly', async (t) => {
@@ -23,4 +24,17 @@ t.test('all keys of a session share one hash tag; sessions do not', async (t) =>
   t.not(entry, lease);
   t.not(tag(sessionKeys({ namespace: 'shop', idHash: randomBytes(32) }).entry), tag(entry));
   t.not(tag(sessionKeys({ namespace: 'other', idHash: key.idHash }).entry), tag(entry), 'namespaces are part of the tag');
+});
+
+t.test("touch's one-string reply splits back into the entry's fields, data with newlines escaped", async (t) => {
+  const s = newRecord(new Date('2026-01-02T03:04:05.678Z'), { data: { text: 'line 1\nline 2', n: 1 } });
+  const f = encodeEntry(s);
+  const reply = [f.v, f.it, f.ax, f.ie, f.pe, f.ls, f.d].join('\n');
+  t.same(touchedFields(reply), f);
+  t.same(decodeEntry(s, touchedFields(reply)), s);
+  t.throws(() => touchedFields('1\n2\n3'), /malformed/, 'a short reply is refused, not misread');
+});
+
+t.test('a write marker reads as a miss', async (t) => {
+  t.same(lookupOf({ w: '1' }), { kind: 'miss' });
 });

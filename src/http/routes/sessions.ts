@@ -54,10 +54,11 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   // A token that matched nothing: count it per client (the guessing signal).
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     if (reply.statusCode === 404 && request.headers['session-token'] !== undefined && request.caller !== undefined) {
       guessing.record(request.caller.client);
     }
+    done();
   });
 
   // RFC 7396 documents arrive as application/merge-patch+json; parse them like JSON.
