@@ -3,8 +3,8 @@
  * the same response size as a session read. Started as a child process by bench/bench.mjs:
  *
  *   BASELINE=A  GET /  answers a fixed session-sized JSON (the framework ceiling)
- *   BASELINE=B  GET /  one Redis GET of a session-sized value (the cache ceiling; ioredis with
- *                      auto-pipelining, as the service uses it)
+ *   BASELINE=B  GET /  one Redis GET of a session-sized value (the cache ceiling; ioredis
+ *                      without auto-pipelining, as the service uses it)
  *   BASELINE=C  GET /  one MariaDB primary-key SELECT of a session row (no cache; the mariadb
  *                      driver pool, as the service uses it), answered as the session view
  *
@@ -25,7 +25,7 @@ if (mode === 'A') {
   app.get('/', async () => fixed);
 } else if (mode === 'B') {
   const { Redis } = await import('ioredis');
-  const redis = new Redis(process.env.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
+  const redis = new Redis(process.env.REDIS_URL, { enableAutoPipelining: false, maxRetriesPerRequest: 0 });
   await redis.set('bench:session', body);
   app.get('/', async (_request, reply) => json(reply, await redis.get('bench:session')));
   app.addHook('onClose', async () => redis.disconnect());

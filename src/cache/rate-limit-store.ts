@@ -88,7 +88,7 @@ function escapeTag(key: string): string {
  * `incr` never waits on Redis: it answers from local state, the last global count Redis gave
  * for the window plus this replica's increments not yet confirmed. A flusher sends the pending
  * increments of all clients at most once per interval, one small script per counter, all
- * issued in the same tick (ioredis auto-pipelining makes it one batch per Redis node), and
+ * issued in the same tick (written back to back, without waiting for each other), and
  * takes the global counts from the replies. A request therefore never adds a Redis round trip;
  * the cost is one batch per interval per process, whatever the request rate.
  *
@@ -248,7 +248,7 @@ export class RateLimitStore {
     }
     this.counters.flushes += 1;
     this.counters.flushedKeys += batch.length;
-    // Issued in one tick: auto-pipelining sends them together.
+    // Issued in one tick, written back to back; one per counter (on a cluster they hash to different slots).
     const replies = await Promise.allSettled(
       batch.map((w) => this.deadline(client.sdRateLimitIncr(w.redisKey, w.sending, w.windowEnd + this.expirySlackMs))),
     );

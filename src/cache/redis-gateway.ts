@@ -83,14 +83,17 @@ export class RedisGateway {
       // Reconnect forever, and soon: a replica that reconnects late cannot invalidate what its
       // writes changed while the other replicas already read from Redis again.
       retryStrategy: (times) => Math.min(25 * 2 ** times, 200),
-      enableAutoPipelining: true,
+      // No auto-pipelining: each command is written at once. At 16 concurrent requests it cost
+      // ~10 us of CPU per warm read or touch (a Pipeline per event-loop turn of one or two
+      // commands), at 64 it broke even (docs/benchmarks.md).
+      enableAutoPipelining: false,
     };
     const client =
       options.clusterNodes !== undefined
         ? new Cluster(options.clusterNodes, {
             redisOptions,
             enableOfflineQueue: false,
-            enableAutoPipelining: true,
+            enableAutoPipelining: false,
             clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
             slotsRefreshTimeout: Math.max(options.connectTimeoutMs, 500),
           })

@@ -62,7 +62,7 @@ export class CachedSessionStore implements SessionStore {
     const cap = options.maxPerSubject ?? 0;
     // A new id cannot be cached anywhere yet; the first read fills it.
     if (cap === 0 || session.subject === null) return this.db.create(session);
-    return this.write(session.createdAt, async (tx) => {
+    return this.write(async (tx) => {
       const evicted = await tx.insert(session, cap);
       return { result: { evicted: evicted.length }, debts: evicted.map((key) => ({ key, action: 'tombstone' as const })) };
     });
@@ -191,28 +191,28 @@ export class CachedSessionStore implements SessionStore {
   }
 
   replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
-    return this.write(now, async (tx) => {
+    return this.write(async (tx) => {
       const result = await tx.replaceData(key, data, expected, now);
       return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
     });
   }
 
   patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
-    return this.write(now, async (tx) => {
+    return this.write(async (tx) => {
       const result = await tx.patchData(key, patch, expected, maxBytes, now);
       return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
     });
   }
 
   destroy(key: SessionKey, now: Date): Promise<boolean> {
-    return this.write(now, async (tx) => {
+    return this.write(async (tx) => {
       const result = await tx.destroy(key, now);
       return { result, debts: result ? [{ key, action: 'tombstone' }] : [] };
     });
   }
 
   rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds = 0): Promise<SessionRecord | null> {
-    return this.write(now, async (tx) => {
+    return this.write(async (tx) => {
       const result = await tx.rotate(key, newIdHash, now, graceSeconds);
       // With a grace the old id must keep answering (from MariaDB, which follows it to the new
       // session) until the grace ends: drop its entry instead of planting a tombstone.
@@ -226,7 +226,7 @@ export class CachedSessionStore implements SessionStore {
   }
 
   revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
-    return this.write(now, async (tx) => {
+    return this.write(async (tx) => {
       const { keys, revoked } = await tx.revokeSubject(namespace, subject, keep, now);
       return { result: revoked, debts: keys.map((key) => ({ key, action: 'tombstone' as const })) };
     });
@@ -236,11 +236,11 @@ export class CachedSessionStore implements SessionStore {
    * A change and its outbox rows commit together; then Redis is told. Only what Redis
    * acknowledged leaves the outbox — the outbox worker replays the rest.
    */
-  private async write<T>(now: Date, change: (tx: SessionStatements) => Promise<{ result: T; debts: CacheDebt[] }>): Promise<T> {
+  private async write<T>(change: (tx: SessionStatements) => Promise<{ result: T; debts: CacheDebt[] }>): Promise<T> {
     const { result, owed } = await this.db.transaction(async (tx) => {
       const { result, debts } = await change(tx);
       const owed: Array<CacheDebt & { id: number }> = [];
-      for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action, now) });
+      for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action) });
       // Fence off fills before the commit makes the change visible (MARK_WRITE): otherwise a
       // fill that read the old row could install it between the commit and the invalidation,
       // while MariaDB already answers the new one — a reader could see the new version and the

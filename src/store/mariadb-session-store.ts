@@ -244,8 +244,14 @@ export class SessionStatements {
   }
 
   /** Records a cache invalidation to be acknowledged by Redis; returns the row id. */
-  async recordOutbox(key: SessionKey, action: OutboxAction, now: Date): Promise<number> {
-    const result = await this.db.insert(cacheOutbox).values({ namespace: key.namespace, idHash: key.idHash, action, createdAt: now });
+  /**
+   * Stamped with the wall clock at the insert, not the request's `now`: a row becomes due for
+   * replay a fixed age after it was written, however long the request waited before (pool,
+   * locks, deadlock retries). Stamped with an old `now`, a row could be replayed while its
+   * writer was still delivering it, and the late replay dropped touches made after the write.
+   */
+  async recordOutbox(key: SessionKey, action: OutboxAction): Promise<number> {
+    const result = await this.db.insert(cacheOutbox).values({ namespace: key.namespace, idHash: key.idHash, action, createdAt: new Date() });
     return Number((Array.isArray(result) ? result[0] : result)?.insertId);
   }
 }

@@ -2,6 +2,8 @@
  * What the history tests share: the services' settings, the workload's shape, and the windows
  * in which the documented cache limits apply (read from the services' logs and metrics).
  */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ServiceProcess } from '../helpers/service-process.js';
 import { check, type CheckResult, type FaultWindow } from './checker.js';
@@ -125,4 +127,32 @@ export function checkHistory(
     staleToleranceMs: extra.staleToleranceMs ?? 1_500,
     staleWindows: [...monitor.windows, ...(extra.staleWindows ?? [])],
   });
+}
+
+/**
+ * With HISTORY_DUMP=dir: writes a run's whole history, its fault times, the fallback windows and
+ * the services' logs to dir/<name>.json (times in ms since the workload's start), to study a
+ * counterexample in full. Returns the file, or undefined when not asked to.
+ */
+export async function dumpHistory(
+  name: string,
+  w: Workload,
+  everyService: Iterable<ServiceProcess>,
+  monitor: FallbackMonitor,
+  result: CheckResult,
+  fault?: { start: number; healed: number },
+): Promise<string | undefined> {
+  const dir = process.env.HISTORY_DUMP;
+  if (!dir) return undefined;
+  const file = path.join(dir, `${name.replace(/[^a-z0-9]+/gi, '-')}.json`);
+  const rel = (at: number) => at - w.t0;
+  const dump = {
+    fault: fault && { start: rel(fault.start), healed: rel(fault.healed) },
+    fallbackWindows: monitor.windows.map((x) => ({ start: rel(x.start), end: rel(x.end) })),
+    violations: result.violations.map((v) => v.message),
+    history: w.history.map((o) => ({ ...o, start: rel(o.start), end: rel(o.end) })),
+    logs: Object.fromEntries([...everyService].map((svc) => [svc.name, svc.output()])),
+  };
+  await writeFile(file, JSON.stringify(dump, null, 1));
+  return file;
 }

@@ -12,7 +12,7 @@ import t, { type Test } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stack, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, type CheckResult } from './checker.js';
-import { checkHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
+import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 
 const MAX_RUN_MS = 10_000;
 const CHECK_EVERY_MS = 2_000;
@@ -36,6 +36,7 @@ async function run(t: Test, name: string, env: Record<string, string>, stopWhen:
   await w.stop();
   await monitor.stop();
   result = checkHistory(w, services, monitor);
+  await dumpHistory(name, w, services, monitor, result);
   for (const svc of services) svc.kill();
   t.comment(`${name}: ${result.stats.ops} calls, ${result.stats.lineages} sessions, ${result.violations.length} violations`);
   return result;

@@ -20,11 +20,9 @@
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { stack, table, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, isIndeterminate } from './checker.js';
-import { checkHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
+import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 import type { Workload } from './workload.js';
 
 const FULL = process.env.FAULTS_FULL === '1';
@@ -191,19 +189,8 @@ for (const [index, sc] of selected.entries()) {
       t.comment(`tolerated (documented invalidation delay, ${monitor.windows.length} Redis-fallback windows): ${result.tolerated.length}; first:\n${counterexample({ ...result, violations: result.tolerated }, w.t0, 1)}`);
     }
     if (!result.ok) t.comment(counterexample(result, w.t0));
-    if (process.env.HISTORY_DUMP) {
-      const file = path.join(process.env.HISTORY_DUMP, `${sc.name.replace(/[^a-z0-9]+/gi, '-')}.json`);
-      const rel = (at: number) => at - w.t0;
-      const dump = {
-        fault: { start: rel(faultStart), healed: rel(healedAt) },
-        fallbackWindows: monitor.windows.map((x) => ({ start: rel(x.start), end: rel(x.end) })),
-        violations: result.violations.map((v) => v.message),
-        history: w.history.map((o) => ({ ...o, start: rel(o.start), end: rel(o.end) })),
-        logs: Object.fromEntries([...everyService].map((svc) => [svc.name, svc.output()])),
-      };
-      await writeFile(file, JSON.stringify(dump, null, 1));
-      t.comment(`history written to ${file}`);
-    }
+    const dumped = await dumpHistory(sc.name, w, everyService, monitor, result, { start: faultStart, healed: healedAt });
+    if (dumped) t.comment(`history written to ${dumped}`);
     t.ok(result.ok, 'the history passes the checker');
     t.same(final.lost, [], 'every acknowledged create that was never destroyed still reads');
     t.same(final.resurrected, [], 'no acknowledged destroy / rotate / revoke-all reads again');
