@@ -2,7 +2,7 @@
  * What the history tests share: the services' settings, the workload's shape, and the windows
  * in which the documented cache limits apply (read from the services' logs and metrics).
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ServiceProcess } from '../helpers/service-process.js';
@@ -153,6 +153,7 @@ export async function dumpHistory(
     history: w.history.map((o) => ({ ...o, start: rel(o.start), end: rel(o.end) })),
     logs: Object.fromEntries([...everyService].map((svc) => [svc.name, svc.output()])),
   };
+  await mkdir(dir, { recursive: true });
   await writeFile(file, JSON.stringify(dump, null, 1));
   return file;
 }
