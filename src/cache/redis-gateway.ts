@@ -211,12 +211,13 @@ export class RedisGateway {
 
   /**
    * Before a write commits: drop the entry and fence off fills until the invalidation after the
-   * commit (MARK_WRITE). Tried whatever the breaker says, like the invalidation, but with the
-   * read deadline: it runs inside the transaction, and a write does not depend on it.
+   * commit (MARK_WRITE). Unlike the invalidation it respects the breaker and has the read
+   * deadline: it runs inside the transaction, and what it closes (the moment between commit and
+   * invalidation) is already open while Redis misbehaves; the invalidation still always runs.
    */
   async markWrite(key: SessionKey): Promise<void> {
     const { entry, lease } = sessionKeys(key);
-    await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS), true);
+    await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS));
   }
 
   /** After a committed data change: drop the entry and any fill lease. */
