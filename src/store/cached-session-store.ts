@@ -248,8 +248,8 @@ export class CachedSessionStore implements SessionStore {
       await Promise.all(owed.map((o) => this.redis.markWrite(o.key).catch(() => undefined)));
       return { result, owed };
     });
-    if (owed.length > 0) await this.options.afterCommit?.(owed.map((o) => o.key));
     if (owed.length > 0) {
+      await this.options.afterCommit?.(owed.map((o) => o.key));
       // Always tried, whatever this replica's breaker says: another replica may be reading
       // from Redis right now.
       const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true) })));
