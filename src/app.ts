@@ -33,8 +33,8 @@ export interface BuildOptions {
   clock?: () => Date;
   /** Test-only: pauses a cache fill between its MariaDB read and its Redis install. */
   beforeInstall?: (key: SessionKey) => Promise<void>;
-  /** Test-only planted bug: fills take their lease too late (see CachedSessionStoreOptions). */
-  unsafeLateLease?: boolean;
+  /** Test-only planted bug: fills without lease or marker checks (see CachedSessionStoreOptions). */
+  unsafeUnfencedFill?: boolean;
 }
 
 declare module 'fastify' {
@@ -72,7 +72,7 @@ function sessionStore(app: FastifyInstance, config: Config, options: BuildOption
   const cached = new CachedSessionStore(db, app.redis, {
     touchPersistThresholdSeconds: threshold,
     beforeInstall: options.beforeInstall,
-    unsafeLateLease: options.unsafeLateLease,
+    unsafeUnfencedFill: options.unsafeUnfencedFill,
   }, log);
   const worker = new OutboxWorker(db, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
   // Redis answers again: replay what it missed before it is trusted for reads.

@@ -16,9 +16,9 @@ function configOrExit(): Config {
 
 const config = configOrExit();
 // Test-only planted bug for the history checker (test/history): never set it in production.
-const unsafeLateLease = process.env.SESSIOND_TEST_UNSAFE_FILL === '1';
-const app = await buildApp(config, { startSweeper: true, unsafeLateLease });
-if (unsafeLateLease) app.log.warn('SESSIOND_TEST_UNSAFE_FILL=1: cache fills are unsafe (a test-only planted bug)');
+const unsafeUnfencedFill = process.env.SESSIOND_TEST_UNSAFE_FILL === '1';
+const app = await buildApp(config, { startSweeper: true, unsafeUnfencedFill });
+if (unsafeUnfencedFill) app.log.warn('SESSIOND_TEST_UNSAFE_FILL=1: cache fills are unsafe (a test-only planted bug)');
 
 // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then close the pool
 // (app.close() runs every plugin's onClose). A second signal or the timeout forces the exit.

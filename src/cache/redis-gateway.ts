@@ -4,7 +4,7 @@ import type { RedisConfig } from '../config/config.js';
 import type { SessionKey } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
-import { INSTALL, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
+import { INSTALL, INSTALL_UNFENCED, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
 export interface RedisGatewayOptions extends RedisConfig {
   /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
@@ -37,6 +37,7 @@ export type TouchOutcome =
 type ScriptArg = string | number;
 interface ScriptCommands {
   sdInstall(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
+  sdInstallUnfenced(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
   sdTouch(entry: string, ...args: ScriptArg[]): Promise<string | number>;
   sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
@@ -99,6 +100,7 @@ export class RedisGateway {
           })
         : new Redis(options.url!, redisOptions);
     client.defineCommand('sdInstall', { numberOfKeys: 2, lua: INSTALL });
+    client.defineCommand('sdInstallUnfenced', { numberOfKeys: 2, lua: INSTALL_UNFENCED });
     client.defineCommand('sdTouch', { numberOfKeys: 1, lua: TOUCH });
     client.defineCommand('sdTombstone', { numberOfKeys: 2, lua: TOMBSTONE });
     client.defineCommand('sdPersisted', { numberOfKeys: 1, lua: PERSISTED });
@@ -193,12 +195,14 @@ export class RedisGateway {
     return this.guard(async () => (await this.client.set(sessionKeys(key).lease, leaseId, 'PX', this.options.leaseMs, 'NX')) === 'OK');
   }
 
-  /** 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there, -3 a write marker. */
-  install(key: SessionKey, leaseId: string, f: CachedFields): Promise<number> {
+  /**
+   * 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there, -3 a write
+   * marker. `unfenced` is the test-only planted bug (INSTALL_UNFENCED).
+   */
+  install(key: SessionKey, leaseId: string, f: CachedFields, unfenced = false): Promise<number> {
     const { entry, lease } = sessionKeys(key);
-    return this.guard(() =>
-      this.client.sdInstall(entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls),
-    );
+    const script = unfenced ? this.client.sdInstallUnfenced : this.client.sdInstall;
+    return this.guard(() => script.call(this.client, entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls));
   }
 
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {

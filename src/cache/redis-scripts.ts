@@ -4,6 +4,14 @@
  * passed as strings and compared with tonumber (exact below 2^53).
  */
 
+/** The end of an install: replace the entry with ARGV's fields (v, d, it, ax, ie, pe, ls). */
+const STORE_ENTRY = `
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`;
+
 /**
  * Installs a filled entry. KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls.
  * Refuses (returns ≤ 0) unless our lease is still there — an invalidate or destroy since we took
@@ -16,11 +24,17 @@ local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w')
 if cur[1] then return -1 end
 if cur[3] then return -3 end
 if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return -2 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-`;
+${STORE_ENTRY}`;
+
+/**
+ * The test-only planted bug (SESSIOND_TEST_UNSAFE_FILL): INSTALL without its fences — no lease,
+ * no write marker — as a plain cache-aside fill. Same KEYS and ARGV (the lease id is ignored).
+ */
+export const INSTALL_UNFENCED = `
+local cur = redis.call('HMGET', KEYS[1], 't', 'v')
+if cur[1] then return -1 end
+if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return -2 end
+${STORE_ENTRY}`;
 
 /**
  * Touch as a max-register. KEYS: entry. ARGV: nowMs.

@@ -29,11 +29,12 @@ export interface CachedSessionStoreOptions {
   /** Test-only: runs after a write committed, before its invalidations are sent. */
   afterCommit?: (keys: SessionKey[]) => Promise<void>;
   /**
-   * Test-only planted bug (SESSIOND_TEST_UNSAFE_FILL=1): the fill takes its lease after reading
-   * MariaDB instead of before, so an invalidation that lands in between no longer fences it and
-   * a stale record can be installed. The history checker must catch this (test/history).
+   * Test-only planted bug (SESSIOND_TEST_UNSAFE_FILL=1): a fill takes no lease and installs
+   * without the lease and write-marker checks (INSTALL_UNFENCED), the plain cache-aside fill, so
+   * a record read before a write can be installed after it. The history checker must catch
+   * this (test/history/planted-bug.test.ts).
    */
-  unsafeLateLease?: boolean;
+  unsafeUnfencedFill?: boolean;
 }
 
 /**
@@ -164,20 +165,19 @@ export class CachedSessionStore implements SessionStore {
   private async fill(key: SessionKey, read: () => Promise<SessionRecord | null>): Promise<SessionRecord | null> {
     const leaseId = randomBytes(12).toString('base64url');
     let leased = false;
-    let record: SessionRecord | null | undefined;
-    if (this.options.unsafeLateLease === true) record = await read();
+    const unfenced = this.options.unsafeUnfencedFill === true;
     try {
-      leased = await this.redis.takeLease(key, leaseId);
+      leased = unfenced || (await this.redis.takeLease(key, leaseId));
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
-      return this.fallback(async () => (record !== undefined ? record : read()));
+      return this.fallback(read);
     }
-    record ??= await read();
+    const record = await read();
     // Never install another session under this key (an old id in its rotation grace).
     if (!leased || record === null || !sameKey(key, record)) return record;
     await this.options.beforeInstall?.(key);
     try {
-      const installed = await this.redis.install(key, leaseId, encodeEntry(record));
+      const installed = await this.redis.install(key, leaseId, encodeEntry(record), unfenced);
       if (installed !== 1) this.counters.refusedFills += 1;
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;

@@ -1,9 +1,9 @@
 /**
  * The history checker catches a real cache bug, and passes the same run without it.
  *
- * SESSIOND_TEST_UNSAFE_FILL=1 (a test-only switch of the server) makes a cache fill take its
- * lease after reading MariaDB instead of before: a write whose invalidation lands between the
- * read and the lease no longer fences the fill, and the stale record is installed. MariaDB sits
+ * SESSIOND_TEST_UNSAFE_FILL=1 (a test-only switch of the server) makes a cache fill take no
+ * lease and install without the lease and write-marker checks: a write that commits between the
+ * fill's read and its install no longer fences it, and the stale record is installed. MariaDB sits
  * behind a little latency (2±4 ms) so that every fill has such a window. Two services with the
  * bug run the history workload until the checker reports a violation (bounded in time); then
  * two services without it run the same workload for as long and the history must pass.
@@ -42,7 +42,7 @@ async function run(t: Test, name: string, env: Record<string, string>, stopWhen:
   return result;
 }
 
-t.test('with fills that take their lease too late, the checker finds a stale read', async (t) => {
+t.test('with unfenced fills (no lease, no write marker), the checker finds a stale read', async (t) => {
   const result = await run(t, 'planted', { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok);
   t.notOk(result.ok, 'the checker rejects the history');
   t.comment(`counterexample:\n${counterexample(result, 0, 1)}`);
