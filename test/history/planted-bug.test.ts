@@ -14,6 +14,7 @@ import { stack, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, type CheckResult } from './checker.js';
 import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 
+/** The clean run's length; the planted run stops at its first violation, or after twice this. */
 const MAX_RUN_MS = 10_000;
 const CHECK_EVERY_MS = 2_000;
 
@@ -21,14 +22,14 @@ const s = await stack(t, { proxy: { mariadb: true } });
 s.mariadbProxy!.setLatency(2, 4);
 
 /** Runs the workload on two fresh services; stops early once `stopWhen` says so. */
-async function run(t: Test, name: string, env: Record<string, string>, stopWhen: (r: CheckResult) => boolean) {
+async function run(t: Test, name: string, env: Record<string, string>, stopWhen: (r: CheckResult) => boolean, maxMs = MAX_RUN_MS) {
   const services: ServiceProcess[] = await Promise.all([1, 2].map(() => s.service(t, { ...HISTORY_SERVICE_ENV, ...env })));
   const w = historyWorkload(name, () => services);
   const monitor = new FallbackMonitor(() => services);
   monitor.start();
   w.start();
   let result: CheckResult | undefined;
-  for (let ran = 0; ran < MAX_RUN_MS; ran += CHECK_EVERY_MS) {
+  for (let ran = 0; ran < maxMs; ran += CHECK_EVERY_MS) {
     await sleep(CHECK_EVERY_MS);
     result = checkHistory(w, services, monitor);
     if (stopWhen(result)) break;
@@ -43,7 +44,7 @@ async function run(t: Test, name: string, env: Record<string, string>, stopWhen:
 }
 
 t.test('with unfenced fills (no lease, no write marker), the checker finds a stale read', async (t) => {
-  const result = await run(t, 'planted', { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok);
+  const result = await run(t, 'planted', { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok, 2 * MAX_RUN_MS);
   t.notOk(result.ok, 'the checker rejects the history');
   t.comment(`counterexample:\n${counterexample(result, 0, 1)}`);
   const stale = result.violations.filter((v) => v.check === 'data' || v.check === 'resurrection');
