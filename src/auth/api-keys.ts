@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { sha256 } from '../domain/token.js';
 
 /** One entry of the API keys file: who the caller is and which namespace it reaches. */
 export interface ApiKeyEntry {
@@ -15,7 +16,7 @@ export interface MintedKey {
 }
 
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex');
+  return sha256(value).toString('hex');
 }
 
 /** Mints a new API key: 32 CSPRNG bytes, base64url, prefixed so that leaked keys are recognisable. */

@@ -18,7 +18,7 @@ export interface RedisGatewayOptions extends RedisConfig {
  * a deadlock retry) and the invalidation after it; a writer that dies in between leaves the
  * session uncached for this long at most.
  */
-export const WRITE_MARK_TTL_MS = 10_000;
+const WRITE_MARK_TTL_MS = 10_000;
 
 /** Redis could not be used for this call; take the MariaDB path. */
 export class CacheUnavailableError extends Error {

@@ -64,22 +64,20 @@ export async function registerMetrics(app: FastifyInstance, options: MetricsOpti
   });
   const children = new Map<string, ReturnType<typeof duration.labels>>();
   const servedHere = options.port === undefined;
-  const observe = (request: FastifyRequest, reply: FastifyReply) => {
-    const route = request.routeOptions.url;
-    if (servedHere && route === METRICS_PATH) return;
-    // One labelled child per (method, route, status), kept: observe() on the parent hashes the
-    // label set on every call.
-    const key = `${request.method} ${route} ${reply.statusCode}`;
-    let child = children.get(key);
-    if (child === undefined) {
-      child = duration.labels({ method: request.method, route: route ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) });
-      children.set(key, child);
-    }
-    child.observe(reply.elapsedTime / 1000);
-  };
   // Added to the root instance, the hook reaches every route, /v1 included, and the 404 handler.
   app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
-    observe(request, reply);
+    const route = request.routeOptions.url;
+    if (!(servedHere && route === METRICS_PATH)) {
+      // One labelled child per (method, route, status), kept: observe() on the parent hashes the
+      // label set on every call.
+      const key = `${request.method} ${route} ${reply.statusCode}`;
+      let child = children.get(key);
+      if (child === undefined) {
+        child = duration.labels({ method: request.method, route: route ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) });
+        children.set(key, child);
+      }
+      child.observe(reply.elapsedTime / 1000);
+    }
     done();
   });
 
