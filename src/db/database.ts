@@ -15,13 +15,28 @@ export interface DatabaseOptions {
 
 type Queryable = Pick<Connection, 'query'>;
 
+/** A DATETIME literal in UTC, as drizzle writes a datetime column's value. */
+function utcDatetime(d: Date): string {
+  return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/**
+ * Dates in raw SQL fragments (`LEAST(col, ${now})`) reach the connector unmapped, and it writes
+ * a Date in the process's local time zone: the stored expiry would depend on TZ. The session
+ * time zone is UTC, so every Date parameter goes out as a UTC literal.
+ */
+function utcParams(params: unknown[]): unknown[] {
+  return params.some((p) => p instanceof Date) ? params.map((p) => (p instanceof Date ? utcDatetime(p) : p)) : params;
+}
+
 /**
  * drizzle's mysql-proxy driver over one mariadb pool or connection. drizzle has no driver for
  * the mariadb connector; the proxy driver only needs "run this SQL": rows as arrays for
  * selects, the OK packet for writes.
  */
 function callbackFor(target: Queryable): RemoteCallback {
-  return async (sql, params, method) => {
+  return async (sql, rawParams, method) => {
+    const params = utcParams(rawParams);
     if (method === 'all') {
       const rows = (await target.query({ sql, rowsAsArray: true }, params)) as unknown[];
       return { rows };
