@@ -12,4 +12,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 npm run build
+npm run build:clients   # the Express-on-sessiond app uses clients/node
 exec node bench/bench.mjs "$@"

@@ -11,5 +11,6 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 npm run build
+npm run build:clients   # clients/node: the tests use its dist/, as an app would
 npx tsc -p tsconfig.test.json
 exec node dist/devstack/test-stack.js "$@"

@@ -1,0 +1,290 @@
+import { Pool, type Dispatcher } from 'undici';
+import { SessiondError, type Problem } from './errors.js';
+import type { components, operations } from './sessiond-api.js';
+
+export type Session = components['schemas']['Session'];
+export type SessionData = components['schemas']['SessionData'];
+export type SessionMetadata = components['schemas']['SessionMetadata'];
+export type IssuedSession = components['schemas']['IssuedSession'];
+export type SubjectSessionPage = components['schemas']['SubjectSessionPage'];
+export type CreateSessionInput = NonNullable<operations['createSession']['requestBody']>['content']['application/json'];
+export type RotateInput = NonNullable<operations['rotateCurrentSession']['requestBody']>['content']['application/json'];
+
+export interface ClientOptions {
+  /** Base URL of the service, e.g. `http://sessiond.internal:8080` (a path prefix is kept). */
+  url: string;
+  /** The API key; it fixes the namespace. */
+  apiKey: string;
+  /** Deadline of one call in milliseconds, retries included (default 2000). */
+  timeout?: number;
+  /** Further attempts for calls that are safe to repeat (default 2; 0 = none). */
+  retries?: number;
+  /** Keep-alive connections to the service (default 32). */
+  connections?: number;
+  /** Bring your own undici dispatcher (Pool, Agent, a mock…) instead of the built-in pool. */
+  dispatcher?: Dispatcher;
+}
+
+export interface CallOptions {
+  /** This call's deadline in milliseconds (default: the client's). */
+  timeout?: number;
+  /** Aborts the call; it then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** One HTTP call as the client makes it; `request()` is the escape hatch for anything else. */
+export interface RequestSpec {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  path: string;
+  token?: string;
+  /** A JSON-serialisable body, or a string that already is JSON. */
+  body?: unknown;
+  contentType?: string;
+  headers?: Record<string, string>;
+  /** Whether the call may be repeated after a lost answer (read, touch, destroy: yes; create: no). */
+  idempotent: boolean;
+}
+
+export interface Reply<T> {
+  status: number;
+  body: T;
+}
+
+const DEFAULT_TIMEOUT_MS = 2000;
+const DEFAULT_RETRIES = 2;
+const DEFAULT_CONNECTIONS = 32;
+const BACKOFF_MS = 25;
+
+// Failures where the request cannot have reached the service: any call may be repeated.
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+// Answers worth one more try of a call that is safe to repeat.
+const RETRYABLE_STATUS = new Set([502, 503, 504]);
+
+type Answer = { status: number; headers: Record<string, string | string[] | undefined>; text: string };
+
+/**
+ * A client for one sessiond service: one keep-alive connection pool (undici), a deadline per
+ * call, problem answers as `SessiondError` (with the service's `code`), and retries only for
+ * calls that are safe to repeat. `read` and `touch` answer `null` for an unknown session;
+ * every other failure throws.
+ */
+export class SessiondClient {
+  readonly #dispatcher: Dispatcher;
+  readonly #ownsDispatcher: boolean;
+  readonly #origin: string;
+  readonly #prefix: string;
+  readonly #authorization: string;
+  readonly #timeout: number;
+  readonly #retries: number;
+
+  constructor(options: ClientOptions) {
+    const url = new URL(options.url);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`sessiond url must be http(s), got ${url.protocol}`);
+    if (typeof options.apiKey !== 'string' || options.apiKey === '') throw new TypeError('sessiond apiKey is required');
+    this.#origin = url.origin;
+    this.#prefix = url.pathname.replace(/\/+$/, '');
+    this.#authorization = `Bearer ${options.apiKey}`;
+    this.#timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.#retries = options.retries ?? DEFAULT_RETRIES;
+    this.#ownsDispatcher = options.dispatcher === undefined;
+    this.#dispatcher =
+      options.dispatcher ??
+      new Pool(this.#origin, {
+        connections: options.connections ?? DEFAULT_CONNECTIONS,
+        // The service tells how long it keeps idle connections (Keep-Alive: timeout=…); undici follows it.
+        keepAliveTimeout: 30_000,
+        keepAliveMaxTimeout: 600_000,
+      });
+  }
+
+  /** Creates a session with a token the service mints. */
+  async create(input: CreateSessionInput = {}, options?: CallOptions): Promise<IssuedSession> {
+    return (await this.request<IssuedSession>({ method: 'POST', path: '/v1/sessions', body: input, idempotent: false }, options)).body;
+  }
+
+  /**
+   * Creates a session under a token the app chose (32–256 characters of `[A-Za-z0-9_-]`; the
+   * namespace needs `"clientTokens": true`). Never overwrites: an existing — or destroyed — token
+   * is `session_exists`.
+   */
+  async createWithToken(token: string, input: CreateSessionInput = {}, options?: CallOptions): Promise<IssuedSession> {
+    const spec: RequestSpec = { method: 'PUT', path: '/v1/sessions/current', token, body: input, headers: { 'if-none-match': '*' }, idempotent: false };
+    return (await this.request<IssuedSession>(spec, options)).body;
+  }
+
+  /** The session of a token, or null when there is none (unknown, expired, destroyed). */
+  async read(token: string, options?: CallOptions): Promise<Session | null> {
+    return this.#orNull(this.request<Session>({ method: 'GET', path: '/v1/sessions/current', token, idempotent: true }, options));
+  }
+
+  /** Slides the idle expiry and answers the session (one call per app request), or null. */
+  async touch(token: string, options?: CallOptions): Promise<Session | null> {
+    return this.#orNull(this.request<Session>({ method: 'POST', path: '/v1/sessions/current/touch', token, idempotent: true }, options));
+  }
+
+  /**
+   * Replaces the data if the session is still at `version` (`'*'`: at any version). Throws
+   * `version_mismatch` (with `currentVersion`) when it changed, `session_not_found` when it is gone.
+   */
+  async replaceData(token: string, data: SessionData, version: number | '*', options?: CallOptions): Promise<Session> {
+    const ifMatch = version === '*' ? '*' : `"${version}"`;
+    const spec: RequestSpec = { method: 'PUT', path: '/v1/sessions/current/data', token, body: data, headers: { 'if-match': ifMatch }, idempotent: false };
+    return (await this.request<Session>(spec, options)).body;
+  }
+
+  /** Applies an RFC 7396 merge patch atomically; with `version`, only if the session is still at it. */
+  async patchData(token: string, patch: SessionData, options: CallOptions & { version?: number } = {}): Promise<Session> {
+    const spec: RequestSpec = {
+      method: 'PATCH',
+      path: '/v1/sessions/current/data',
+      token,
+      body: patch,
+      contentType: 'application/merge-patch+json',
+      ...(options.version === undefined ? {} : { headers: { 'if-match': `"${options.version}"` } }),
+      idempotent: false,
+    };
+    return (await this.request<Session>(spec, options)).body;
+  }
+
+  /** Destroys the session (log out). Idempotent: an unknown token is fine. */
+  async destroy(token: string, options?: CallOptions): Promise<void> {
+    await this.request({ method: 'DELETE', path: '/v1/sessions/current', token, idempotent: true }, options);
+  }
+
+  /** A new token for the same session; the old one dies (after `graceSeconds`, if given). */
+  async rotate(token: string, input: RotateInput = {}, options?: CallOptions): Promise<IssuedSession> {
+    return (await this.request<IssuedSession>({ method: 'POST', path: '/v1/sessions/current/rotate', token, body: input, idempotent: false }, options)).body;
+  }
+
+  /** A session by its public id, or null. */
+  async readById(id: string, options?: CallOptions): Promise<Session | null> {
+    return this.#orNull(this.request<Session>({ method: 'GET', path: `/v1/sessions/${encodeURIComponent(id)}`, idempotent: true }, options));
+  }
+
+  /** Revokes a session by its public id (idempotent). */
+  async revokeById(id: string, options?: CallOptions): Promise<void> {
+    await this.request({ method: 'DELETE', path: `/v1/sessions/${encodeURIComponent(id)}`, idempotent: true }, options);
+  }
+
+  /** A user's live sessions, newest activity first ("your devices"). */
+  async listSubjectSessions(subject: string, query: { limit?: number; cursor?: string } = {}, options?: CallOptions): Promise<SubjectSessionPage> {
+    const params = new URLSearchParams();
+    if (query.limit !== undefined) params.set('limit', String(query.limit));
+    if (query.cursor !== undefined) params.set('cursor', query.cursor);
+    const qs = params.size > 0 ? `?${params}` : '';
+    return (await this.request<SubjectSessionPage>({ method: 'GET', path: `/v1/subjects/${encodeURIComponent(subject)}/sessions${qs}`, idempotent: true }, options)).body;
+  }
+
+  /** Logs a user out everywhere (but `keep`, a public id), atomically. */
+  async revokeSubjectSessions(subject: string, query: { keep?: string } = {}, options?: CallOptions): Promise<{ revoked: number }> {
+    const qs = query.keep === undefined ? '' : `?keep=${encodeURIComponent(query.keep)}`;
+    const spec: RequestSpec = { method: 'DELETE', path: `/v1/subjects/${encodeURIComponent(subject)}/sessions${qs}`, idempotent: true };
+    return (await this.request<{ revoked: number }>(spec, options)).body;
+  }
+
+  /** Closes the connection pool (when the client made it). */
+  async close(): Promise<void> {
+    if (this.#ownsDispatcher) await this.#dispatcher.close();
+  }
+
+  /**
+   * One call: 2xx answers resolve with the parsed body; anything else throws `SessiondError`.
+   * Within the deadline, a call is repeated when the request never left (no connection), and —
+   * when `idempotent` — also after a broken connection or a 502/503/504.
+   */
+  async request<T = unknown>(spec: RequestSpec, options: CallOptions = {}): Promise<Reply<T>> {
+    const timeout = options.timeout ?? this.#timeout;
+    const deadline = performance.now() + timeout;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeout);
+    const outer = options.signal;
+    const onOuterAbort = () => controller.abort();
+    if (outer !== undefined) {
+      if (outer.aborted) controller.abort();
+      else outer.addEventListener('abort', onOuterAbort, { once: true });
+    }
+    const headers: Record<string, string> = { authorization: this.#authorization, ...spec.headers };
+    if (spec.token !== undefined) headers['session-token'] = spec.token;
+    let body: string | undefined;
+    if (spec.body !== undefined) {
+      body = typeof spec.body === 'string' ? spec.body : JSON.stringify(spec.body);
+      headers['content-type'] = spec.contentType ?? 'application/json';
+    }
+    try {
+      for (let attempt = 0; ; attempt++) {
+        let answer: Answer;
+        try {
+          answer = await this.#send(spec, headers, body, controller.signal);
+        } catch (err) {
+          if (controller.signal.aborted) throw abortError(spec, timeout, outer, err);
+          const code = (err as { code?: string }).code ?? '';
+          if (attempt < this.#retries && (spec.idempotent || NOT_SENT.has(code)) && (await backoff(attempt, deadline, controller.signal))) continue;
+          if (controller.signal.aborted) throw abortError(spec, timeout, outer, err);
+          throw new SessiondError('connection_failed', 0, `sessiond ${spec.method} ${routeOf(spec.path)}: ${code || (err as Error).message}`, undefined, { cause: err });
+        }
+        if (answer.status >= 200 && answer.status < 300) {
+          return { status: answer.status, body: (answer.text === '' ? undefined : JSON.parse(answer.text)) as T };
+        }
+        if (spec.idempotent && RETRYABLE_STATUS.has(answer.status) && attempt < this.#retries && (await backoff(attempt, deadline, controller.signal))) continue;
+        throw problemError(spec, answer);
+      }
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onOuterAbort);
+    }
+  }
+
+  async #send(spec: RequestSpec, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<Answer> {
+    const res = await this.#dispatcher.request({ origin: this.#origin, path: this.#prefix + spec.path, method: spec.method, headers, body, signal });
+    const text = await res.body.text();
+    return { status: res.statusCode, headers: res.headers, text };
+  }
+
+  async #orNull<T>(call: Promise<Reply<T>>): Promise<T | null> {
+    try {
+      return (await call).body;
+    } catch (err) {
+      if (err instanceof SessiondError && err.status === 404 && err.code === 'session_not_found') return null;
+      throw err;
+    }
+  }
+}
+
+/** `createClient({ url, apiKey })`: a client with its own keep-alive pool; `close()` it at shutdown. */
+export function createClient(options: ClientOptions): SessiondClient {
+  return new SessiondClient(options);
+}
+
+/** Paths name no token or subject in messages: ids and subjects are replaced by their route. */
+function routeOf(path: string): string {
+  return path.replace(/^\/v1\/sessions\/(?!current)[^/?]+/, '/v1/sessions/{id}').replace(/^\/v1\/subjects\/[^/?]+/, '/v1/subjects/{subject}').replace(/\?.*$/, '');
+}
+
+function problemError(spec: RequestSpec, answer: Answer): SessiondError {
+  let problem: Problem | undefined;
+  try {
+    const parsed = JSON.parse(answer.text) as Problem;
+    if (parsed !== null && typeof parsed === 'object' && typeof parsed.code === 'string') problem = parsed;
+  } catch {
+    // not a problem body (a proxy's error page)
+  }
+  const code = problem?.code ?? `http_${answer.status}`;
+  const detail = problem?.detail ?? problem?.title ?? `HTTP ${answer.status}`;
+  const error = new SessiondError(code, answer.status, `sessiond ${spec.method} ${routeOf(spec.path)}: ${answer.status} ${code}: ${detail}`, problem);
+  const retryAfter = Number(answer.headers['retry-after']);
+  if (Number.isFinite(retryAfter) && answer.headers['retry-after'] !== undefined) error.retryAfter = retryAfter;
+  return error;
+}
+
+function abortError(spec: RequestSpec, timeout: number, outer: AbortSignal | undefined, cause: unknown): unknown {
+  if (outer?.aborted) return outer.reason;
+  return new SessiondError('deadline_exceeded', 0, `sessiond ${spec.method} ${routeOf(spec.path)}: no answer within ${timeout} ms`, undefined, { cause });
+}
+
+/** Waits before attempt `attempt + 1`; false when that would pass the deadline. */
+async function backoff(attempt: number, deadline: number, signal: AbortSignal): Promise<boolean> {
+  const wait = BACKOFF_MS * 2 ** attempt * (0.5 + Math.random());
+  if (performance.now() + wait >= deadline || signal.aborted) return false;
+  await new Promise((resolve) => setTimeout(resolve, wait));
+  return !signal.aborted;
+}
