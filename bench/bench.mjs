@@ -3,10 +3,10 @@
  * loopback with autocannon (in this process; every server is a child process), and prints a
  * table plus bench/results/latest.json. See docs/benchmarks.md.
  *
- * Runs against dist/ (bench/run.sh builds first). Every duration and size is an env variable
+ * Runs against dist/ (bench/run.sh builds first, then runs this file with the tsx loader: the
+ * throwaway servers come from devstack/). Every duration and size is an env variable
  * (BENCH_*, listed in CONFIG below).
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -18,8 +18,12 @@ import autocannon from 'autocannon';
 import mysql from 'mysql2/promise';
 import { drizzle } from 'drizzle-orm/mysql2';
 import { migrate } from 'drizzle-orm/mysql2/migrator';
-import { ensureServerBinaries, freePort, startMariaDb, startRedis, createDatabase } from '../dist/devstack/processes.js';
-import { mintApiKey } from '../dist/auth/api-keys.js';
+import { spawnReaped } from '../devstack/children.ts';
+import { ensureServerBinaries } from '../devstack/installers.ts';
+import { createDatabase, startMariaDb } from '../devstack/mariadb.ts';
+import { freePort } from '../devstack/ports.ts';
+import { startRedis } from '../devstack/redis.ts';
+import { mintApiKey } from '../src/auth/api-keys.ts';
 import { summarizeProfile, formatProfile } from './profile-summary.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -60,23 +64,12 @@ const NAMESPACE = 'bench';
 const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
 // ---------------------------------------------------------------------------------------------
-// Child processes: never left behind.
+// Child processes: never left behind (devstack/children.ts reaps them; a signal exits so that it runs).
 
-const children = new Set();
-process.on('exit', () => {
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-});
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 function spawnChild(args, env, name) {
-  const child = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
+  const child = spawnReaped(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const append = (d) => {
     output += String(d);
@@ -85,7 +78,6 @@ function spawnChild(args, env, name) {
   child.stdout.on('data', append);
   child.stderr.on('data', append);
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  exited.then(() => children.delete(child));
   return { child, name, exited, output: () => output };
 }
 
@@ -130,9 +122,6 @@ async function startStack() {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'sessiond-bench-'));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const [mariadb, redis] = await Promise.all([startMariaDb({ baseDir: dir }), startRedis({ baseDir: dir })]);
-  process.on('exit', () => {
-    for (const s of [mariadb, redis]) s.kill('SIGKILL');
-  });
   // Size InnoDB like a database server rather than the devstack's test defaults (both are
   // dynamic in MariaDB 10.9+): the 1 M-row runs should measure the index, not a 64 MB pool.
   const root = await mysql.createConnection({ uri: mariadb.rootUrl });

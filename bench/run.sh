@@ -13,4 +13,4 @@ fi
 
 npm run build
 npm run build:clients   # the Express-on-sessiond app uses clients/node
-exec node bench/bench.mjs "$@"
+exec node --import tsx bench/bench.mjs "$@"

@@ -11,4 +11,4 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 npm run build
-exec node dist/devstack/dev.js
+exec node --import tsx devstack/dev.ts

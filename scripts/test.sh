@@ -13,4 +13,4 @@ fi
 npm run build
 npm run build:clients   # clients/node: the tests use its dist/, as an app would
 npx tsc -p tsconfig.test.json
-exec node dist/devstack/test-stack.js "$@"
+exec node --import tsx devstack/test-stack.ts "$@"

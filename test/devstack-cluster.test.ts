@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { startRedisCluster, waitForClusterReady } from '../src/devstack/redis-cluster.js';
+import { startRedisCluster, waitForClusterReady } from '../devstack/redis-cluster.js';
 
 function isAlive(pid: number): boolean {
   try {

@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as mariadb from 'mariadb';
 import { Redis } from 'ioredis';
-import { createDatabase, pingRedis, startMariaDb, startRedis } from '../src/devstack/processes.js';
+import { createDatabase, startMariaDb } from '../devstack/mariadb.js';
+import { pingRedis, startRedis } from '../devstack/redis.js';
 
 function isAlive(pid: number): boolean {
   try {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { openapiYaml } from '../src/http/openapi-document.js';
+import { openapiYaml } from '../devstack/openapi-document.js';
 
 const generated = await openapiYaml();
 const committed = readFileSync('openapi.yaml', 'utf8');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
-import { freePort } from '../src/devstack/processes.js';
+import { freePort } from '../devstack/ports.js';
 import { KEY_A } from './helpers/app.js';
 import { migratedDatabase } from './helpers/mariadb.js';
 

@@ -4,7 +4,7 @@ import { cpSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { createDatabase } from '../../src/devstack/processes.js';
+import { createDatabase } from '../../devstack/mariadb.js';
 import { migratedDatabase, query } from '../helpers/mariadb.js';
 
 const run = promisify(execFile);

@@ -24,8 +24,9 @@ import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { buildApp } from '../../src/app.js';
 import { buildConfig, ConfigError, loadConfig, type Config } from '../../src/config/config.js';
 import { METRICS_PATH } from '../../src/metrics/metrics.js';
-import { ensureKustomize, type KustomizeCommand } from '../../src/devstack/kustomize.js';
-import { findBinary } from '../../src/devstack/processes.js';
+import { findBinary } from '../../devstack/binaries.js';
+import { ensureKustomize, type KustomizeCommand } from '../../devstack/kustomize.js';
+import { dockerfileStages } from '../helpers/dockerfile.js';
 
 // The first run may fetch Debian's kubernetes-client (8 MB) and run apt-get update.
 t.setTimeout(5 * 60_000);
@@ -51,25 +52,6 @@ const SERVICE_VARIABLES = variablesReadBy('src/config/config.ts', /\b(?:raw|requ
 const MIGRATE_VARIABLES = variablesReadBy('drizzle.config.ts', /process\.env\.([A-Z][A-Z0-9_]*)|process\.env\[['"]([A-Z][A-Z0-9_]*)['"]\]/g);
 /** Read by Node itself, not by the service's config. */
 const NODE_VARIABLES = new Set(['NODE_OPTIONS']);
-
-/** The Dockerfile's stages: name → instructions (upper-cased keyword, rest of the line). */
-function dockerfileStages(): Map<string, { keyword: string; rest: string }[]> {
-  const text = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
-  const stages = new Map<string, { keyword: string; rest: string }[]>();
-  let current: { keyword: string; rest: string }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Za-z]+)\s+(.*)$/.exec(line);
-    if (!m || line.trim().startsWith('#')) continue;
-    const keyword = m[1]!.toUpperCase();
-    const rest = m[2]!.trim();
-    if (keyword === 'FROM') {
-      current = [];
-      stages.set(/\bAS\s+(\S+)\s*$/i.exec(rest)?.[1] ?? `#${stages.size}`, current);
-    }
-    current.push({ keyword, rest });
-  }
-  return stages;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Rendering

@@ -3,7 +3,8 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { parse } from 'yaml';
-import { ensureChromium, findBinary } from '../../src/devstack/processes.js';
+import { findBinary } from '../../devstack/binaries.js';
+import { ensureChromium } from '../../devstack/installers.js';
 import { auth, KEY_A, testApp } from '../helpers/app.js';
 
 /** Installing Chromium on a clean machine (apt-get update + install) takes a few minutes once. */

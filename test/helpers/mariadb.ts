@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { drizzle } from 'drizzle-orm/mysql2';
 import { migrate } from 'drizzle-orm/mysql2/migrator';
-import { createDatabase, startMariaDb, type MariaDbProcess } from '../../src/devstack/processes.js';
+import { createDatabase, startMariaDb, type MariaDbProcess } from '../../devstack/mariadb.js';
 
 interface TapLike {
   teardown(fn: () => unknown): void;

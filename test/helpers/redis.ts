@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { RedisGateway, type RedisGatewayOptions } from '../../src/cache/redis-gateway.js';
-import { startRedis, type RedisProcess } from '../../src/devstack/processes.js';
-import { startRedisCluster, type RedisClusterProcess } from '../../src/devstack/redis-cluster.js';
+import { startRedis, type RedisProcess } from '../../devstack/redis.js';
+import { startRedisCluster, type RedisClusterProcess } from '../../devstack/redis-cluster.js';
 
 interface TapLike {
   teardown(fn: () => unknown): void;

@@ -6,7 +6,7 @@
  * Never uses the runner's shared servers (SESSIOND_TEST_*): those are shared with other files.
  * `npm test` builds dist/ first; run `npm run build` before running these files by hand.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,14 +18,10 @@ import mysql from 'mysql2/promise';
 import { mintApiKey, type MintedKey } from '../../src/auth/api-keys.js';
 import { migrateDatabase } from './mariadb.js';
 import { createFaultProxy, type FaultProxy } from '../tools/fault-proxy.js';
-import {
-  findBinary,
-  freePort,
-  startMariaDb,
-  startRedis,
-  type MariaDbProcess,
-  type RedisProcess,
-} from '../../src/devstack/processes.js';
+import { spawnReaped } from '../../devstack/children.js';
+import { startMariaDb, type MariaDbProcess } from '../../devstack/mariadb.js';
+import { freePort } from '../../devstack/ports.js';
+import { startRedis, type RedisProcess } from '../../devstack/redis.js';
 
 export const SERVER = path.resolve('dist/server.js');
 const LOOPBACK = '127.0.0.1';
@@ -52,37 +48,6 @@ export const TUNED_ENV: Readonly<Record<string, string>> = {
   // These tests send thousands of calls a second with one API key: no rate limit in the way.
   RATE_LIMIT_MAX: '1000000000',
 };
-
-// ---------------------------------------------------------------------------------------------
-// Children are never left behind: SIGKILLed on exit, and (Linux) by the kernel if we die.
-
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function track(child: ChildProcess): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const c of liveChildren) {
-        try {
-          if (c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    });
-  }
-  liveChildren.add(child);
-  child.once('exit', () => liveChildren.delete(child));
-}
-
-let pdeathsig: string[] | undefined;
-function deathSignalPrefix(): string[] {
-  if (pdeathsig === undefined) {
-    const setpriv = process.platform === 'linux' ? findBinary('setpriv') : undefined;
-    pdeathsig = setpriv ? [setpriv, '--pdeathsig', 'SIGKILL', '--'] : [];
-  }
-  return pdeathsig;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The private stack
@@ -278,12 +243,11 @@ export async function startService(t: TapLike, env: Record<string, string>, apiK
   const name = `svc${++serviceCount}`;
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const [bin, ...args] = [...deathSignalPrefix(), process.execPath, server] as string[];
-    const child = spawn(bin!, args, {
+    // Children are never left behind: SIGKILLed on exit, and (Linux) by the kernel if we die.
+    const child = spawnReaped(process.execPath, [server], {
       env: { PATH: process.env.PATH ?? '', ...TUNED_ENV, HOST: LOOPBACK, PORT: String(port), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    track(child);
     const service = new ServiceProcess(child, port, name, apiKey);
     t.teardown(() => {
       if (!t.passing() && service.output().trim() !== '') {

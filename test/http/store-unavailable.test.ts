@@ -1,6 +1,6 @@
 import t from 'tap';
 import { buildApp } from '../../src/app.js';
-import { freePort } from '../../src/devstack/processes.js';
+import { freePort } from '../../devstack/ports.js';
 import { auth, testConfig } from '../helpers/app.js';
 
 // Nothing listens on this port: every MariaDB connection attempt is refused at once.

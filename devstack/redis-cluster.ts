@@ -14,9 +14,9 @@
  */
 import { Redis } from 'ioredis';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startRedis, type RedisProcess } from './processes.js';
+import { LOOPBACK } from './ports.js';
+import { startRedis, type RedisProcess } from './redis.js';
 
-const LOOPBACK = '127.0.0.1';
 const SLOT_COUNT = 16_384;
 const DEFAULT_MASTERS = 3;
 const DEFAULT_CLUSTER_START_TIMEOUT_MS = 30_000;

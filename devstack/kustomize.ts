@@ -7,7 +7,9 @@ import { execFile } from 'node:child_process';
 import { lstat, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { APT_TIMEOUT_MS, describeExit, findBinary, INSTALL_TIMEOUT_MS, runToCompletion } from './processes.js';
+import { findBinary } from './binaries.js';
+import { describeExit, runToCompletion } from './children.js';
+import { APT_TIMEOUT_MS, INSTALL_TIMEOUT_MS } from './installers.js';
 
 /** A working kustomize renderer: run `bin ...args <kustomization dir>`. */
 export interface KustomizeCommand {

@@ -1,5 +1,5 @@
-import { buildApp } from '../app.js';
-import { buildConfig } from '../config/config.js';
+import { buildApp } from '../src/app.js';
+import { buildConfig } from '../src/config/config.js';
 
 /**
  * openapi.yaml as the route schemas describe it. The app is built against an address nothing

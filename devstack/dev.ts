@@ -1,5 +1,5 @@
 /**
- * `node dist/devstack/dev.js` (what `npm run dev` ends with): runs the service locally.
+ * `node --import tsx devstack/dev.ts` (what `npm run dev` ends with): runs the service locally.
  *
  * - DATABASE_URL / REDIS_URL from the environment are used as given. Whatever is missing is
  *   started as a throwaway server under <repo>/.local/dev/ on a free loopback port (MariaDB
@@ -9,22 +9,19 @@
  * - `node dist/server.js` runs with DATABASE_URL, REDIS_URL and API_KEYS_FILE set.
  * SIGINT/SIGTERM: SIGTERM to the server, wait for it, stop the throwaway servers.
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mintApiKey } from '../auth/api-keys.js';
-import {
-  createDatabase,
-  ensureServerBinaries,
-  removeStaleServerDirs,
-  startMariaDb,
-  startRedis,
-  type ManagedProcess,
-} from './processes.js';
+import { mintApiKey } from '../src/auth/api-keys.js';
+import { describeExit, runToCompletion, spawnReaped } from './children.js';
+import { ensureServerBinaries } from './installers.js';
+import { removeStaleServerDirs, type ManagedProcess } from './managed-server.js';
+import { createDatabase, startMariaDb } from './mariadb.js';
+import { startRedis } from './redis.js';
 
 const log = (msg: string) => process.stderr.write(`[dev] ${msg}\n`);
 const root = process.cwd();
@@ -96,18 +93,9 @@ process.on('SIGTERM', onSignal);
 process.on('SIGHUP', onSignal);
 
 /** Runs a command with inherited output (to stderr) and a time limit. */
-async function run(bin: string, args: string[], options: SpawnOptions & { timeoutMs: number }): Promise<void> {
-  const child = spawn(bin, args, { ...options, stdio: ['ignore', 2, 2] });
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  const result = await Promise.race([exit, sleep(options.timeoutMs).then(() => undefined)]);
-  if (!result) {
-    child.kill('SIGKILL');
-    throw new Error(`${path.basename(bin)} ${args.join(' ')} timed out after ${options.timeoutMs / 1000} s`);
-  }
-  if (result.code !== 0) throw new Error(`${path.basename(bin)} ${args.join(' ')} failed (${result.signal ?? `exit code ${result.code}`})`);
+async function run(bin: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number }): Promise<void> {
+  const result = await runToCompletion(bin, args, { ...options, stdio: ['ignore', 2, 2] });
+  if (result.code !== 0) throw new Error(`${path.basename(bin)} ${args.join(' ')} failed (${describeExit(result)})`);
 }
 
 /** Polls a TCP connect until the server listens, the server exits, or the timeout passes. */
@@ -191,7 +179,7 @@ async function main(): Promise<number> {
   const port = process.env.PORT || '8080';
   const host = process.env.HOST && !['0.0.0.0', '::', '[::]'].includes(process.env.HOST) ? process.env.HOST : '127.0.0.1';
   const env = { ...process.env, DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, API_KEYS_FILE: apiKeysFile };
-  app = spawn(process.execPath, [serverJs], { cwd: root, env, stdio: 'inherit' });
+  app = spawnReaped(process.execPath, [serverJs], { cwd: root, env, stdio: 'inherit' });
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
     app!.once('error', reject);
     app!.once('exit', (code, signal) => resolve({ code, signal }));

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { openapiYaml } from '../http/openapi-document.js';
+import { openapiYaml } from './openapi-document.js';
 
 // Usage: npm run openapi — regenerates openapi.yaml from the route schemas.
 const file = process.argv[2] ?? 'openapi.yaml';

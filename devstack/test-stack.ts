@@ -1,5 +1,5 @@
 /**
- * `node dist/devstack/test-stack.js [tap args...]` (what `npm test` ends with).
+ * `node --import tsx devstack/test-stack.ts [tap args...]` (what `npm test` ends with).
  *
  * Starts one throwaway MariaDB and one Redis under os.tmpdir()/sessiond-test-XXXX, runs tap
  * with SESSIOND_TEST_MARIADB_URL (root URL, no database) and SESSIOND_TEST_REDIS_URL set,
@@ -10,7 +10,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ensureServerBinaries, removeDirSync, startMariaDb, startRedis, type ManagedProcess } from './processes.js';
+import { removeDirSync } from './children.js';
+import { ensureServerBinaries } from './installers.js';
+import type { ManagedProcess } from './managed-server.js';
+import { startMariaDb } from './mariadb.js';
+import { startRedis } from './redis.js';
 
 const log = (msg: string) => process.stderr.write(`[test-stack] ${msg}\n`);
 const root = process.cwd();
