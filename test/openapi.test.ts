@@ -20,6 +20,7 @@ t.test('every operation is described with its problems and security', async (t) 
   const ids = operations.map((o) => o.op.operationId).sort();
   t.same(ids, [
     'createSession',
+    'createSessionWithToken',
     'destroyCurrentSession',
     'getCurrentSession',
     'getSessionById',

@@ -211,6 +211,8 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
         max: integer(env, 'RATE_LIMIT_MAX', 60_000, 0, 1e9),
         windowSeconds: integer(env, 'RATE_LIMIT_WINDOW_SECONDS', 60, 1, DAY),
       },
+      // Off unless a namespace asks: tokens are then 256-bit and made by sessiond.
+      clientTokens: false,
     },
     namespaces,
   );

@@ -10,10 +10,14 @@ export interface NamespacePolicy {
   maxSessionsPerSubject: number;
   /** Requests a client of this namespace may make per window. max 0 = no limit. */
   rateLimit: { max: number; windowSeconds: number };
+  /** Sessions may be created under a token the app supplies (PUT /v1/sessions/current). */
+  clientTokens: boolean;
 }
 
 /** Per-namespace overrides as written in the keys file. */
 export type PolicyOverrides = Partial<Omit<NamespacePolicy, 'rateLimit'>> & { rateLimit?: Partial<NamespacePolicy['rateLimit']> };
+
+type NumericPolicyField = Exclude<keyof NamespacePolicy, 'rateLimit' | 'clientTokens'>;
 
 export class NamespacePolicies {
   private readonly resolved = new Map<string, NamespacePolicy>();
@@ -43,7 +47,7 @@ function checkPolicy(p: NamespacePolicy, where: string): void {
   }
 }
 
-const FIELDS: Record<string, { key: keyof Omit<NamespacePolicy, 'rateLimit'>; min: number; max: number }> = {
+const FIELDS: Record<string, { key: NumericPolicyField; min: number; max: number }> = {
   idleTimeoutSeconds: { key: 'idleTimeoutDefault', min: 1, max: 365 * 86_400 },
   idleTimeoutMaxSeconds: { key: 'idleTimeoutMax', min: 1, max: 365 * 86_400 },
   absoluteTimeoutSeconds: { key: 'absoluteTimeoutDefault', min: 1, max: 3650 * 86_400 },
@@ -70,6 +74,11 @@ export function parsePolicyOverrides(value: unknown, where: string): PolicyOverr
       out.rateLimit = {};
       if (max !== undefined) out.rateLimit.max = wholeNumber(max, 0, 1e9, `${where}.rateLimit.max`);
       if (windowSeconds !== undefined) out.rateLimit.windowSeconds = wholeNumber(windowSeconds, 1, 86_400, `${where}.rateLimit.windowSeconds`);
+      continue;
+    }
+    if (name === 'clientTokens') {
+      if (typeof v !== 'boolean') throw new ConfigError('API_KEYS_FILE', `${where}.clientTokens must be true or false`);
+      out.clientTokens = v;
       continue;
     }
     const field = FIELDS[name];

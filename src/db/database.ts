@@ -78,12 +78,14 @@ export function isUnavailable(err: unknown): boolean {
 }
 
 /** The driver's errno behind a (possibly drizzle-wrapped) error. */
-function errnoOf(err: unknown): number | undefined {
+export function errnoOf(err: unknown): number | undefined {
   const e = err as { errno?: number; cause?: { errno?: number } } | undefined;
   return e?.errno ?? e?.cause?.errno;
 }
 
 const DEADLOCK_ERRNO = 1213;
+/** ER_DUP_ENTRY: a primary or unique key is taken. */
+export const DUPLICATE_KEY_ERRNO = 1062;
 
 export class Database {
   readonly pool: Pool;

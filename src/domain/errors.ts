@@ -3,6 +3,8 @@ export type ProblemCode =
   | 'session_not_found'
   | 'version_mismatch'
   | 'precondition_required'
+  | 'session_exists'
+  | 'client_tokens_disabled'
   | 'payload_too_large'
   | 'invalid_request'
   | 'unsupported_media_type'
@@ -38,8 +40,24 @@ export class VersionMismatchError extends DomainError {
 }
 
 export class PreconditionRequiredError extends DomainError {
+  constructor(message = 'Replacing session data requires an If-Match header with the current version.') {
+    super(428, 'precondition_required', message);
+  }
+}
+
+/**
+ * Create under a token that is taken: live, or remembered as destroyed, revoked or rotated away
+ * until that session's absolute expiry. One answer for both, so it says nothing about which.
+ */
+export class SessionExistsError extends DomainError {
   constructor() {
-    super(428, 'precondition_required', 'Replacing session data requires an If-Match header with the current version.');
+    super(412, 'session_exists', 'This token is in use or was in use by a session that may not come back yet.');
+  }
+}
+
+export class ClientTokensDisabledError extends DomainError {
+  constructor() {
+    super(403, 'client_tokens_disabled', 'This namespace does not accept tokens chosen by the client (policy clientTokens).');
   }
 }
 

@@ -2,13 +2,20 @@ import { hash, randomBytes } from 'node:crypto';
 
 /** 32 CSPRNG bytes as base64url: 43 characters, no padding. */
 export const TOKEN_BYTES = 32;
-const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+/** A public id: base64url of 32 bytes. */
+const PUBLIC_ID_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+/**
+ * What a token may look like: ours (43 characters) or one an app chose where its namespace
+ * allows that (express-session's ids are 32 characters, Django's session keys 32).
+ */
+export const TOKEN_PATTERN = '^[A-Za-z0-9_-]{32,256}$';
+const TOKEN_SHAPE = new RegExp(TOKEN_PATTERN);
 
 export function generateToken(): string {
   return randomBytes(TOKEN_BYTES).toString('base64url');
 }
 
-/** True when the string could be a token we issued; anything else is answered 404 without a query. */
+/** True when the string could be a token (ours or an app's); anything else is answered 404 without a query. */
 export function isTokenShaped(value: string): boolean {
   return TOKEN_SHAPE.test(value);
 }
@@ -31,7 +38,7 @@ export function publicIdOf(idHash: Buffer): string {
 
 /** Parses a public id back into the stored hash; null when it cannot be one. */
 export function parsePublicId(id: string): Buffer | null {
-  if (!TOKEN_SHAPE.test(id)) return null;
+  if (!PUBLIC_ID_SHAPE.test(id)) return null;
   const bytes = Buffer.from(id, 'base64url');
   // Reject non-canonical encodings (stray low bits in the last character) so one session has one id.
   if (bytes.length !== TOKEN_BYTES || bytes.toString('base64url') !== id) return null;

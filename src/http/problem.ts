@@ -21,7 +21,9 @@ export function sendProblem(
 /** Fastify's own client errors, mapped to our codes. Their messages are safe to show. */
 function fastifyClientProblem(err: FastifyError): { status: number; code: ProblemCode; detail: string } | null {
   if (err.validation !== undefined) {
-    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'} ${err.validation[0]?.message ?? 'is invalid'}` };
+    // The instance path names the field or header (`headers/session-token must match pattern …`).
+    const first = err.validation[0];
+    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'}${first?.instancePath ?? ''} ${first?.message ?? 'is invalid'}` };
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -1,4 +1,5 @@
 import { Type } from 'typebox';
+import { TOKEN_PATTERN } from '../domain/token.js';
 
 /** Route schemas: they validate input, make serialization fast, and are the source of openapi.yaml. */
 
@@ -39,7 +40,9 @@ export const SessionSchema = Type.Object(
 export const IssuedSessionSchema = Type.Object(
   {
     token: Type.String({
-      description: 'The bearer secret for the browser cookie (43 base64url characters). Returned only here; never stored.',
+      description:
+        'The bearer secret for the browser cookie: 43 base64url characters made by sessiond, or the one given on create under a ' +
+        'token. Returned only here; never stored.',
       examples: ['q3B1Zm9yZXZlci1hbmQtZXZlci1hbmQtZXZlci0xMjM'],
     }),
     session: Type.Ref('Session'),
@@ -81,6 +84,8 @@ export const ProblemSchema = Type.Object(
         'session_not_found',
         'version_mismatch',
         'precondition_required',
+        'session_exists',
+        'client_tokens_disabled',
         'payload_too_large',
         'invalid_request',
         'unsupported_media_type',
@@ -131,6 +136,14 @@ export const WriteHeaders = Type.Object({
   'if-match': Type.Optional(Type.String({ description: 'Strong ETag of the version the change is based on, e.g. "3", or *.' })),
 });
 
+export const CreateWithTokenHeaders = Type.Object({
+  'session-token': Type.String({
+    pattern: TOKEN_PATTERN,
+    description: 'The token to create the session under: 32 to 256 characters of A-Z, a-z, 0-9, "_" and "-". Only its SHA-256 is stored.',
+  }),
+  'if-none-match': Type.Optional(Type.String({ description: 'Must be `*`: create only if no session holds (or held, and could still be alive under) this token.' })),
+});
+
 export const IdParams = Type.Object({
   id: Type.String({ description: 'Public session id.' }),
 });
@@ -179,11 +192,15 @@ export const rateLimitHeaders = {
 export const problems = {
   400: problem('Invalid request (`invalid_request`).'),
   401: problem('Missing or unknown API key (`unauthorized`).'),
+  403: problem('The namespace does not allow this (`client_tokens_disabled`: its policy `clientTokens` is off).'),
   404: problem('No live session for this token or id in your namespace (`session_not_found`).'),
-  412: problem('If-Match does not name the current version (`version_mismatch`).'),
+  412: problem(
+    'If-Match does not name the current version (`version_mismatch`); on create under a token, the token is live or was ' +
+      'destroyed, revoked or rotated away before its absolute expiry (`session_exists`).',
+  ),
   413: problem('Session data larger than the limit (`payload_too_large`).'),
   415: problem('Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`).'),
-  428: problem('If-Match is required (`precondition_required`).'),
+  428: problem('If-Match (writes) or If-None-Match (create under a token) is required (`precondition_required`).'),
   429: problem('The API client exceeded its rate limit (`rate_limited`).', {
     'retry-after': { type: 'integer', description: 'Seconds until the window ends.' },
     ...rateLimitHeaders,

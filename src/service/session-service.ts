@@ -1,11 +1,12 @@
 import {
+  ClientTokensDisabledError,
   InvalidRequestError,
   PayloadTooLargeError,
   PreconditionRequiredError,
   SessionNotFoundError,
   VersionMismatchError,
 } from '../domain/errors.js';
-import type { NamespacePolicies } from '../config/policies.js';
+import type { NamespacePolicies, NamespacePolicy } from '../config/policies.js';
 import {
   resolveTimeouts,
   slidIdleExpiry,
@@ -75,16 +76,37 @@ export class SessionService {
   ) {}
 
   async create(namespace: string, input: CreateSessionInput): Promise<IssuedSession> {
+    const policy = this.options.policies.for(namespace);
+    const token = generateToken();
+    const session = this.newSession(namespace, hashToken(token), input, policy);
+    await this.store.create(session, { maxPerSubject: policy.maxSessionsPerSubject });
+    return { token, session };
+  }
+
+  /**
+   * Create under a token the app chose (namespace policy `clientTokens`), only where no session
+   * holds it or held it and could still be alive: `If-None-Match: *` says the caller means that.
+   */
+  async createWithToken(namespace: string, token: string, input: CreateSessionInput, ifNoneMatch: string | undefined): Promise<IssuedSession> {
+    const policy = this.options.policies.for(namespace);
+    if (!policy.clientTokens) throw new ClientTokensDisabledError();
+    if (!isTokenShaped(token)) throw new InvalidRequestError('Session-Token must be 32 to 256 characters of A-Z, a-z, 0-9, "_" and "-".');
+    if (ifNoneMatch === undefined) throw new PreconditionRequiredError('Creating a session under a given token requires If-None-Match: *.');
+    if (ifNoneMatch.trim() !== '*') throw new InvalidRequestError('If-None-Match must be *: a session is created only under a token no session holds.');
+    const session = this.newSession(namespace, hashToken(token), input, policy);
+    await this.store.createIfAbsent(session, { maxPerSubject: policy.maxSessionsPerSubject });
+    return { token, session };
+  }
+
+  private newSession(namespace: string, idHash: Buffer, input: CreateSessionInput, policy: NamespacePolicy): SessionRecord {
     const data = input.data ?? {};
     this.checkSize(data);
     const now = this.clock();
-    const policy = this.options.policies.for(namespace);
     const { idleTimeoutSeconds, absoluteTimeoutSeconds } = resolveTimeouts(input, policy);
     const absoluteExpiresAt = new Date(now.getTime() + absoluteTimeoutSeconds * 1000);
-    const token = generateToken();
-    const session: SessionRecord = {
+    return {
       namespace,
-      idHash: hashToken(token),
+      idHash,
       subject: input.subject ?? null,
       data,
       version: 1,
@@ -95,8 +117,6 @@ export class SessionService {
       absoluteExpiresAt,
       metadata: input.metadata ?? null,
     };
-    await this.store.create(session, { maxPerSubject: policy.maxSessionsPerSubject });
-    return { token, session };
   }
 
   async get(namespace: string, token: string): Promise<SessionRecord> {

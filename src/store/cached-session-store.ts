@@ -69,6 +69,20 @@ export class CachedSessionStore implements SessionStore {
     });
   }
 
+  /**
+   * Unlike a random id, a chosen one may have had a life before (a session past its absolute
+   * expiry, a tombstone still in Redis): what Redis holds for it goes after the commit, through
+   * the outbox like every write, so a late replay of the old tombstone comes before it.
+   */
+  createIfAbsent(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
+    const key = { namespace: session.namespace, idHash: session.idHash };
+    return this.write(async (tx) => {
+      const evicted = await tx.insertIfAbsent(session, options.maxPerSubject ?? 0);
+      const debts: CacheDebt[] = [{ key, action: 'invalidate' }, ...evicted.map((k) => ({ key: k, action: 'tombstone' as const }))];
+      return { result: { evicted: evicted.length }, debts };
+    });
+  }
+
   async get(key: SessionKey, now: Date): Promise<SessionRecord | null> {
     if (!this.redis.available()) return this.fallback(() => this.db.get(key, now));
     let found;

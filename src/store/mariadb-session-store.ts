@@ -1,5 +1,6 @@
-import { and, asc, desc, eq, gt, inArray, isNotNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
-import type { Database, Db } from '../db/database.js';
+import { and, asc, desc, eq, gt, inArray, isNotNull, lt, lte, ne, or, sql, type SQL } from 'drizzle-orm';
+import { DUPLICATE_KEY_ERRNO, errnoOf, type Database, type Db } from '../db/database.js';
+import { SessionExistsError } from '../domain/errors.js';
 import { cacheOutbox, sessions, type SessionRow } from '../db/schema.js';
 import {
   isLive,
@@ -210,6 +211,23 @@ export class SessionStatements {
     return evicted;
   }
 
+  /**
+   * insert() under an id the caller chose: throws SessionExistsError (rolling the transaction
+   * back, evictions included) when a row of that id is still there.
+   */
+  async insertIfAbsent(session: SessionRecord, maxPerSubject = 0): Promise<SessionKey[]> {
+    const key = { namespace: session.namespace, idHash: session.idHash };
+    // A row past its absolute expiry can never be live again (touch never moves that expiry):
+    // it no longer holds its id, swept or not.
+    await this.db.delete(sessions).where(and(byKey(key), lte(sessions.absoluteExpiresAt, session.createdAt)));
+    try {
+      return await this.insert(session, maxPerSubject);
+    } catch (err) {
+      if (errnoOf(err) === DUPLICATE_KEY_ERRNO) throw new SessionExistsError();
+      throw err;
+    }
+  }
+
   async listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
     const position =
       after === undefined
@@ -309,6 +327,11 @@ export class MariaDbSessionStore implements SessionStore {
       return { evicted: 0 };
     }
     const evicted = await this.transaction((tx) => tx.insert(session, cap));
+    return { evicted: evicted.length };
+  }
+
+  async createIfAbsent(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
+    const evicted = await this.transaction((tx) => tx.insertIfAbsent(session, options.maxPerSubject ?? 0));
     return { evicted: evicted.length };
   }
 

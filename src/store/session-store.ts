@@ -30,6 +30,14 @@ export interface SessionStore {
    */
   create(session: SessionRecord, options?: { maxPerSubject?: number }): Promise<{ evicted: number }>;
   /**
+   * Commits a new session under an id the caller chose (its token came from the app), like
+   * create, unless the id is taken: a row of it is still there (a session live, expired or
+   * revoked, not yet past its absolute expiry), or it is remembered as destroyed, revoked or
+   * rotated away until that session's absolute expiry. Then it rejects with
+   * SessionExistsError and changes nothing.
+   */
+  createIfAbsent(session: SessionRecord, options?: { maxPerSubject?: number }): Promise<{ evicted: number }>;
+  /**
    * The live session, or null. During a rotation grace the old id answers with the session it
    * was rotated to (so the record's idHash may differ from the key's).
    */

@@ -17,7 +17,7 @@ type Problem = components['schemas']['Problem'];
 const MERGE_PATCH = { 'Content-Type': 'application/merge-patch+json' } as const;
 
 async function listeningClient(t: Test, env: Record<string, string>) {
-  const { app } = await testApp(t, {}, { env });
+  const { app } = await testApp(t, {}, { env, namespaces: { 'tenant-a': { clientTokens: true } } });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = app.server.address() as AddressInfo;
   const client = createClient<paths>({ baseUrl: `http://127.0.0.1:${port}`, headers: { Authorization: `Bearer ${KEY_A.key}` } });
@@ -36,6 +36,8 @@ export function contractViolationsDoNotCompile(client: Client): void {
   void client.PUT('/v1/sessions/current/data', { params: { header: { 'session-token': 't' } }, body: [] });
   // @ts-expect-error -- the subject is a string
   void client.POST('/v1/sessions', { body: { subject: 42 } });
+  // @ts-expect-error -- create under a token names the token
+  void client.PUT('/v1/sessions/current', { params: { header: { 'if-none-match': '*' } }, body: {} });
   // @ts-expect-error -- limit is an integer
   void client.GET('/v1/subjects/{subject}/sessions', { params: { path: { subject: 's' }, query: { limit: 'ten' } } });
 }
@@ -156,6 +158,18 @@ async function lifecycle(t: Test, env: Record<string, string>) {
   t.equal(destroyed.response.status, 204);
   t.equal((await client.DELETE('/v1/sessions/current', { params: as(current.token) })).response.status, 204, 'idempotent');
   expectProblem(t, 404, 'session_not_found', await client.GET('/v1/sessions/current', { params: as(current.token) }));
+
+  // an id the app chose (express-session's are 32 characters): once; then taken, also once destroyed
+  const own = `own-${Math.random().toString(36).slice(2)}`.padEnd(32, '0');
+  const claim = (body = {}) => client.PUT('/v1/sessions/current', { params: { header: { 'session-token': own, 'if-none-match': '*' } }, body });
+  const claimed = await claim({ data: { cart: [] } });
+  t.equal(claimed.response.status, 201);
+  t.equal(claimed.data?.token, own);
+  t.same((await client.GET('/v1/sessions/current', { params: as(own) })).data?.data, { cart: [] });
+  expectProblem(t, 412, 'session_exists', await claim());
+  await client.DELETE('/v1/sessions/current', { params: as(own) });
+  expectProblem(t, 412, 'session_exists', await claim());
+  expectProblem(t, 404, 'session_not_found', await client.GET('/v1/sessions/current', { params: as(own) }));
 
   // a wrong API key is a typed 401 problem
   const stranger = createClient<paths>({ baseUrl: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, headers: { Authorization: 'Bearer nope' } });

@@ -36,7 +36,11 @@ export interface paths {
          * @description Reads without sliding the idle expiry (touch does that). 404 once the token is unknown, expired, destroyed or rotated away; during a rotation grace the old token answers with the new session.
          */
         get: operations["getCurrentSession"];
-        put?: never;
+        /**
+         * Create a session under a token the app chose
+         * @description For session middlewares that make their own ids (express-session, @fastify/session) and for imports. Only where the namespace policy `clientTokens` is on (403 `client_tokens_disabled` otherwise). Requires `If-None-Match: *` (428 without it). 412 `session_exists` when a session holds the token, or held it and was destroyed, revoked or rotated away and could still be alive (before its absolute expiry): a destroyed id never comes back. Only SHA-256(token) is stored; the session id is its base64url, as for every token.
+         */
+        put: operations["createSessionWithToken"];
         post?: never;
         /**
          * Destroy the session (log out)
@@ -214,7 +218,7 @@ export interface components {
         };
         IssuedSession: {
             /**
-             * @description The bearer secret for the browser cookie (43 base64url characters). Returned only here; never stored.
+             * @description The bearer secret for the browser cookie: 43 base64url characters made by sessiond, or the one given on create under a token. Returned only here; never stored.
              * @example q3B1Zm9yZXZlci1hbmQtZXZlci1hbmQtZXZlci0xMjM
              */
             token: string;
@@ -261,7 +265,7 @@ export interface components {
              * @description Stable machine code.
              * @enum {string}
              */
-            code: "session_not_found" | "version_mismatch" | "precondition_required" | "payload_too_large" | "invalid_request" | "unsupported_media_type" | "unauthorized" | "rate_limited" | "route_not_found" | "store_unavailable" | "internal_error";
+            code: "session_not_found" | "version_mismatch" | "precondition_required" | "session_exists" | "client_tokens_disabled" | "payload_too_large" | "invalid_request" | "unsupported_media_type" | "unauthorized" | "rate_limited" | "route_not_found" | "store_unavailable" | "internal_error";
             detail?: string;
             /** @description With version_mismatch: the current version. */
             currentVersion?: number;
@@ -454,6 +458,166 @@ export interface operations {
             };
             /** @description No live session for this token or id in your namespace (`session_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API client exceeded its rate limit (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds until the window ends. */
+                    "retry-after"?: number;
+                    /** @description Requests the client may make per window (its namespace's policy). */
+                    "x-ratelimit-limit"?: number;
+                    /** @description Requests left in the current window. */
+                    "x-ratelimit-remaining"?: number;
+                    /** @description Seconds until the window ends. */
+                    "x-ratelimit-reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error (`internal_error`). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description MariaDB unavailable (`store_unavailable`). */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createSessionWithToken: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The token to create the session under: 32 to 256 characters of A-Z, a-z, 0-9, "_" and "-". Only its SHA-256 is stored. */
+                "session-token": string;
+                /** @description Must be `*`: create only if no session holds (or held, and could still be alive under) this token. */
+                "if-none-match"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "data": {
+                 *         "userId": 42
+                 *       },
+                 *       "subject": "user-42",
+                 *       "idleTimeout": 1800,
+                 *       "metadata": {
+                 *         "ip": "203.0.113.7",
+                 *         "userAgent": "Mozilla/5.0",
+                 *         "label": "Firefox on Linux"
+                 *       }
+                 *     }
+                 */
+                "application/json": {
+                    data?: components["schemas"]["SessionData"];
+                    /** @description User identifier, indexed. */
+                    subject?: string;
+                    /** @description Seconds; capped by the configured maximum. */
+                    idleTimeout?: number;
+                    /** @description Seconds; capped by the configured maximum. */
+                    absoluteTimeout?: number;
+                    metadata?: components["schemas"]["SessionMetadata"];
+                };
+            };
+        };
+        responses: {
+            /** @description Session created and committed under the given token. */
+            201: {
+                headers: {
+                    /** @description Strong ETag of the session version, e.g. "3". */
+                    ETag?: string;
+                    /** @description Requests the client may make per window (its namespace's policy). */
+                    "x-ratelimit-limit"?: number;
+                    /** @description Requests left in the current window. */
+                    "x-ratelimit-remaining"?: number;
+                    /** @description Seconds until the window ends. */
+                    "x-ratelimit-reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IssuedSession"];
+                };
+            };
+            /** @description Invalid request (`invalid_request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or unknown API key (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The namespace does not allow this (`client_tokens_disabled`: its policy `clientTokens` is off). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match does not name the current version (`version_mismatch`); on create under a token, the token is live or was destroyed, revoked or rotated away before its absolute expiry (`session_exists`). */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Session data larger than the limit (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match (writes) or If-None-Match (create under a token) is required (`precondition_required`). */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -757,7 +921,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description If-Match does not name the current version (`version_mismatch`). */
+            /** @description If-Match does not name the current version (`version_mismatch`); on create under a token, the token is live or was destroyed, revoked or rotated away before its absolute expiry (`session_exists`). */
             412: {
                 headers: {
                     [name: string]: unknown;
@@ -784,7 +948,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description If-Match is required (`precondition_required`). */
+            /** @description If-Match (writes) or If-None-Match (create under a token) is required (`precondition_required`). */
             428: {
                 headers: {
                     [name: string]: unknown;
@@ -894,7 +1058,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description If-Match does not name the current version (`version_mismatch`). */
+            /** @description If-Match does not name the current version (`version_mismatch`); on create under a token, the token is live or was destroyed, revoked or rotated away before its absolute expiry (`session_exists`). */
             412: {
                 headers: {
                     [name: string]: unknown;

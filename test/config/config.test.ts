@@ -102,19 +102,21 @@ t.test('the keys file may carry per-namespace policies; the plain array stays va
     JSON.stringify({
       keys: [mintApiKey('shop-web', 'shop').entry, mintApiKey('blog', 'blog').entry],
       namespaces: {
-        shop: { idleTimeoutSeconds: 600, idleTimeoutMaxSeconds: 3600, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 } },
+        shop: { idleTimeoutSeconds: 600, idleTimeoutMaxSeconds: 3600, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 }, clientTokens: true },
       },
     }),
   );
   const c = loadConfig({ ...base, API_KEYS_FILE: file, SESSIONS_PER_SUBJECT_MAX: '10', RATE_LIMIT_MAX: '1000' });
   t.equal(c.apiKeys.length, 2);
-  t.match(c.policies.for('shop'), { idleTimeoutDefault: 600, idleTimeoutMax: 3600, absoluteTimeoutDefault: 43_200, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 } });
+  t.match(c.policies.for('shop'), { idleTimeoutDefault: 600, idleTimeoutMax: 3600, absoluteTimeoutDefault: 43_200, maxSessionsPerSubject: 3, rateLimit: { max: 500, windowSeconds: 1 }, clientTokens: true });
+  t.equal(c.policies.for('blog').clientTokens, false, 'client tokens are off by default');
   t.match(c.policies.for('blog'), { idleTimeoutDefault: 1800, maxSessionsPerSubject: 10, rateLimit: { max: 1000, windowSeconds: 60 } }, 'others get the environment defaults');
   t.equal(loadConfig(base).policies.for('ns').maxSessionsPerSubject, 0, 'no cap by default');
   const bad: Record<string, unknown> = {
     unknownField: { keys: [mintApiKey('a', 'n').entry], extra: 1 },
     unknownPolicy: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { colour: 'red' } } },
     negativeCap: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { maxSessionsPerSubject: -1 } } },
+    clientTokensNotBoolean: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { clientTokens: 'yes' } } },
     defaultOverMax: { keys: [mintApiKey('a', 'n').entry], namespaces: { n: { idleTimeoutSeconds: 100, idleTimeoutMaxSeconds: 50 } } },
     badNamespace: { keys: [mintApiKey('a', 'n').entry], namespaces: { 'has space': {} } },
     noKeys: { namespaces: {} },

@@ -11,9 +11,10 @@ t.test('tokens are 32 random bytes in base64url', async (t) => {
   }
 });
 
-t.test('only token-shaped strings pass the shape check', async (t) => {
+t.test('only token-shaped strings pass the shape check: 32 to 256 base64url characters', async (t) => {
   t.ok(isTokenShaped(generateToken()));
-  for (const bad of ['', 'short', 'a'.repeat(42), 'a'.repeat(44), `${'a'.repeat(42)}=`, `${'a'.repeat(42)}+`, `${'a'.repeat(42)}/`]) {
+  for (const good of ['a'.repeat(32), 'A-_9'.repeat(64), 'x'.repeat(44)]) t.ok(isTokenShaped(good), `${good.length} characters`);
+  for (const bad of ['', 'short', 'a'.repeat(31), 'a'.repeat(257), `${'a'.repeat(42)}=`, `${'a'.repeat(42)}+`, `${'a'.repeat(42)}/`, `${'a'.repeat(42)}.`]) {
     t.notOk(isTokenShaped(bad), JSON.stringify(bad));
   }
 });

@@ -10,6 +10,8 @@
  *  - tenant B's key never sees tenant A's sessions; tenant B's tiny rate limit yields 429s
  *    whose Retry-After and x-ratelimit-* headers are checked too.
  *
+ * Tenant A may create under tokens it chooses (clientTokens); tenant B may not (403).
+ *
  * A small pool of real tokens and ids (kept up to date as sessions are rotated and destroyed)
  * makes valid calls hit live sessions. FUZZ_RUNS (default 250 per property; invalid requests
  * get twice that, sequences a fifth) scales the run — pass tap a longer --timeout for big runs;
@@ -48,6 +50,7 @@ type TokenRef =
   | { kind: 'live'; pick: number }
   | { kind: 'missing' }
   | { kind: 'unknown' } // well-formed, names nothing
+  | { kind: 'fresh'; length: number } // an app's own new token (create under a token)
   | { kind: 'raw'; value: string };
 type IdRef = { kind: 'live'; pick: number } | { kind: 'raw'; segment: string };
 type IfMatchRef = { kind: 'current' } | { kind: 'star' } | { kind: 'stale' } | { kind: 'list' } | { kind: 'none' } | { kind: 'raw'; value: string };
@@ -62,6 +65,7 @@ interface Plan {
   query?: string;
   token?: TokenRef;
   ifMatch?: IfMatchRef;
+  ifNoneMatch?: string;
   auth: AuthRef;
   contentType?: string;
   /** The body text (already serialized: invalid requests carry raw text). */
@@ -146,6 +150,26 @@ const validPlan: fc.Arbitrary<Plan> = fc.oneof(
     valid: true,
     ...(body === undefined ? {} : { body: JSON.stringify(body), contentType: ct }),
   })),
+  // create under a token the app chose: a new one (201) or one in use (412)
+  fc
+    .record({
+      token: fc.oneof(
+        { weight: 3, arbitrary: fc.integer({ min: 32, max: 256 }).map((length): TokenRef => ({ kind: 'fresh', length })) },
+        { weight: 1, arbitrary: liveToken },
+      ),
+      body: fc.option(createBody, { nil: undefined }),
+      ct: jsonType,
+    })
+    .map(({ token, body, ct }): Plan => ({
+      label: 'createWithToken',
+      method: 'PUT',
+      path: '/v1/sessions/current',
+      token,
+      ifNoneMatch: '*',
+      auth: 'a',
+      valid: true,
+      ...(body === undefined ? {} : { body: JSON.stringify(body), contentType: ct }),
+    })),
   liveToken.map((token): Plan => ({ label: 'read', method: 'GET', path: '/v1/sessions/current', token, auth: 'a', valid: true })),
   { arbitrary: liveToken.map((token): Plan => ({ label: 'touch', method: 'POST', path: '/v1/sessions/current/touch', token, auth: 'a', valid: true })), weight: 2 },
   fc
@@ -297,6 +321,13 @@ const invalidPlan: fc.Arbitrary<Plan> = fc.oneof(
   fc
     .record({ plan: validPlan.filter((p) => p.ifMatch !== undefined), ifMatch: fc.oneof(badIfMatch, fc.constant<IfMatchRef>({ kind: 'none' })) })
     .map(({ plan, ifMatch }): Plan => ({ ...plan, label: `${plan.label}/if-match`, ifMatch, valid: false })),
+  // missing / garbage If-None-Match on create under a token
+  fc
+    .record({ plan: validPlan.filter((p) => p.ifNoneMatch !== undefined), ifNoneMatch: fc.option(fc.oneof(fc.constantFrom('"1"', 'W/"1"', '', ' ', '**', '*, "1"'), headerText(40)), { nil: undefined }) })
+    .map(({ plan, ifNoneMatch }): Plan => {
+      const { ifNoneMatch: _dropped, ...rest } = plan;
+      return { ...rest, label: `${plan.label}/if-none-match`, ...(ifNoneMatch === undefined ? {} : { ifNoneMatch }), valid: false };
+    }),
   // missing / garbage / another tenant's API key
   fc.record({ plan: validPlan, auth: badAuth }).map(({ plan, auth }): Plan => ({ ...plan, label: `${plan.label}/auth`, auth, valid: false })),
   // random path segments where ids and subjects go
@@ -392,6 +423,7 @@ class Fuzzer {
         live = this.live(ref.pick);
         headers['session-token'] = live.token;
       } else if (ref.kind === 'unknown') headers['session-token'] = randomBytes(32).toString('base64url');
+      else if (ref.kind === 'fresh') headers['session-token'] = randomBytes(192).toString('base64url').slice(0, ref.length);
       else if (ref.kind === 'raw') headers['session-token'] = ref.value;
     }
     let idLive: Live | undefined;
@@ -411,6 +443,7 @@ class Fuzzer {
       else if (m.kind === 'list') headers['if-match'] = `"${version + 3}", "${version}"`;
       else if (m.kind === 'raw') headers['if-match'] = m.value;
     }
+    if (plan.ifNoneMatch !== undefined) headers['if-none-match'] = plan.ifNoneMatch;
     if (plan.contentType !== undefined) headers['content-type'] = plan.contentType;
     const path = plan.path.replace('{id}', id);
     const query = plan.query?.replace('{id}', encodeURIComponent(id));
@@ -425,7 +458,7 @@ class Fuzzer {
     // Keep the pool in step with what the service did.
     const route = matchRoute(plan.method, url);
     const op = route.kind === 'operation' ? route.operation.operationId : undefined;
-    if (res.statusCode === 201 && plan.auth === 'a' && (op === 'createSession' || op === 'rotateCurrentSession')) {
+    if (res.statusCode === 201 && plan.auth === 'a' && (op === 'createSession' || op === 'createSessionWithToken' || op === 'rotateCurrentSession')) {
       try {
         this.adopt(res.json());
       } catch {
@@ -448,7 +481,7 @@ class Fuzzer {
           // reported below
         }
       }
-      if (res.statusCode === 412) {
+      if (res.statusCode === 412 && op !== 'createSessionWithToken') {
         try {
           live.version = (res.json() as { currentVersion: number }).currentVersion;
         } catch {
@@ -506,7 +539,7 @@ for (const withRedis of [false, true]) {
     // runs out after a few, so 429 answers and their Retry-After are checked too.
     const env: Record<string, string> = { RATE_LIMIT_MAX: '1000000', RATE_LIMIT_WINDOW_SECONDS: '3600' };
     if (withRedis) env.REDIS_URL = await sharedRedisUrl(t);
-    const { app } = await testApp(t, {}, { env, namespaces: { 'tenant-b': { rateLimit: { max: 5, windowSeconds: 3600 } } } });
+    const { app } = await testApp(t, {}, { env, namespaces: { 'tenant-a': { clientTokens: true }, 'tenant-b': { rateLimit: { max: 5, windowSeconds: 3600 } } } });
     const fuzzer = new Fuzzer(app);
     await fuzzer.refill();
     const started = Date.now();

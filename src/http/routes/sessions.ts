@@ -6,6 +6,7 @@ import { publicIdOf } from '../../domain/token.js';
 import { etagOf, type IssuedSession, type SessionService } from '../../service/session-service.js';
 import {
   CreateSessionBody,
+  CreateWithTokenHeaders,
   IdParams,
   problemResponses,
   rateLimitHeaders,
@@ -24,6 +25,14 @@ export interface SessionRoutesOptions {
 }
 
 const MERGE_PATCH = 'application/merge-patch+json';
+
+interface CreateInput {
+  data?: SessionData;
+  subject?: string;
+  idleTimeout?: number;
+  absoluteTimeout?: number;
+  metadata?: SessionMetadata;
+}
 
 const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' }, ...rateLimitHeaders };
 const ok = (ref: string, description: string) => ({ description, headers: etagHeader, ...Type.Ref(ref) });
@@ -83,15 +92,35 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         response: { 201: ok('IssuedSession', 'Session created and committed.'), ...problemResponses(400, 401, 413, 415, 429, 500, 503) },
       },
     },
+    async (request, reply) => sendIssued(request, reply, await service.create(request.caller.namespace, request.body as CreateInput)),
+  );
+
+  app.put(
+    '/sessions/current',
+    {
+      preValidation: emptyBodyIsObject,
+      schema: {
+        operationId: 'createSessionWithToken',
+        summary: 'Create a session under a token the app chose',
+        description:
+          'For session middlewares that make their own ids (express-session, @fastify/session) and for imports. Only where the ' +
+          'namespace policy `clientTokens` is on (403 `client_tokens_disabled` otherwise). Requires `If-None-Match: *` (428 ' +
+          'without it). 412 `session_exists` when a session holds the token, or held it and was destroyed, revoked or rotated ' +
+          'away and could still be alive (before its absolute expiry): a destroyed id never comes back. Only SHA-256(token) is ' +
+          'stored; the session id is its base64url, as for every token.',
+        tags: tag,
+        security,
+        headers: CreateWithTokenHeaders,
+        body: CreateSessionBody,
+        response: {
+          201: ok('IssuedSession', 'Session created and committed under the given token.'),
+          ...problemResponses(400, 401, 403, 412, 413, 415, 428, 429, 500, 503),
+        },
+      },
+    },
     async (request, reply) => {
-      const body = request.body as {
-        data?: SessionData;
-        subject?: string;
-        idleTimeout?: number;
-        absoluteTimeout?: number;
-        metadata?: SessionMetadata;
-      };
-      return sendIssued(request, reply, await service.create(request.caller.namespace, body));
+      const { 'session-token': token, 'if-none-match': ifNoneMatch } = request.headers;
+      return sendIssued(request, reply, await service.createWithToken(request.caller.namespace, token, request.body as CreateInput, ifNoneMatch));
     },
   );
 

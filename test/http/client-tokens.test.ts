@@ -1,0 +1,4 @@
+import t from 'tap';
+import { clientTokensHttpSuite } from './client-tokens-suite.js';
+
+await clientTokensHttpSuite(t, {});
