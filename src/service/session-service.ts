@@ -241,11 +241,17 @@ export function encodeCursor(s: Pick<SessionRecord, 'lastSeenAt' | 'idHash'>): s
   return Buffer.from(JSON.stringify([s.lastSeenAt.getTime(), s.idHash.toString('base64url')])).toString('base64url');
 }
 
+/** The last millisecond a DATETIME(3) holds (9999-12-31 23:59:59.999 UTC). */
+const DATETIME_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/** A cursor's position must be one a stored row can have: a forged one past it is a 400, not a SQL error. */
 export function decodeCursor(cursor: string): SubjectCursor {
   try {
-    const [ms, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (!Array.isArray(parsed) || parsed.length !== 2) throw new Error('bad cursor');
+    const [ms, id] = parsed as [unknown, unknown];
     const idHash = typeof id === 'string' ? parsePublicId(id) : null;
-    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || idHash === null) throw new Error('bad cursor');
+    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 0 || ms > DATETIME_MAX_MS || idHash === null) throw new Error('bad cursor');
     return { lastSeenAt: new Date(ms), idHash };
   } catch {
     throw new InvalidRequestError('cursor is not one this service returned.');

@@ -1,4 +1,6 @@
 import type { Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { auth, KEY_A, KEY_B, testApp } from '../helpers/app.js';
 
@@ -58,6 +60,33 @@ export async function subjectsHttpSuite(t: Test, env: Record<string, string>): P
     const otherTenant = (await app.inject({ method: 'GET', url: subject('alice@example.com'), headers: auth(KEY_B) })).json();
     t.same(otherTenant.sessions, [], "another tenant sees none of them");
     t.equal((await app.inject({ method: 'GET', url: subject('alice@example.com') })).statusCode, 401);
+  });
+
+  t.test('a forged cursor is a 400 invalid_request, never a 500', async (t) => {
+    await create({ subject: 'cursor-forger' });
+    const list = (cursor: string) => app.inject({ method: 'GET', url: `${subject('cursor-forger')}?cursor=${encodeURIComponent(cursor)}`, headers: auth() });
+    const forge = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const id = randomBytes(32).toString('base64url');
+    for (const ms of [8.64e15, 8.64e15 + 1, Date.UTC(10000, 0, 1), Number.MAX_SAFE_INTEGER, -1, -8.64e15, 1.5]) {
+      const res = await list(forge([ms, id]));
+      t.equal(res.statusCode, 400, `timestamp ${ms}`);
+      t.equal(res.json().code, 'invalid_request');
+    }
+    t.equal((await list(forge([0, id]))).statusCode, 200, 'a well-formed position is a page, even one no answer gave');
+    t.equal((await list(forge([Date.UTC(9999, 11, 31, 23, 59, 59, 999), id]))).statusCode, 200, 'the largest DATETIME too');
+    // Anything else a client can put there: any JSON, any text.
+    const forged = fc.oneof(
+      fc.tuple(fc.oneof(fc.integer({ min: -8.64e15, max: 8.64e15 }), fc.double(), fc.jsonValue()), fc.oneof(fc.constant(id), fc.string(), fc.jsonValue())).map(forge),
+      fc.jsonValue().map(forge),
+      fc.string({ maxLength: 200 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(forged, async (cursor) => {
+        const res = await list(cursor);
+        return res.statusCode === 200 || (res.statusCode === 400 && res.json().code === 'invalid_request');
+      }),
+      { numRuns: 150 },
+    );
   });
 
   t.test('a subject of the full 255 characters can be listed and revoked', async (t) => {
