@@ -16,6 +16,8 @@ export function sessionKeys(key: SessionKey): { entry: string; lease: string } {
  *   v  version          d  JSON of the versioned part      it idle timeout (s)
  *   ax absolute expiry  ie idle expiry (ms, max-register) pe idle expiry MariaDB has
  *   ls last seen (ms)   t  present on a tombstone   w  present on a write marker
+ * A hash without `d` is a miss: a marker, or `ie`/`ls` kept past an invalidation (the touch
+ * register, redis-scripts.ts CARRY) for the next fill to take.
  */
 export interface CachedFields {
   v: string;

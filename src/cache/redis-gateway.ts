@@ -4,7 +4,7 @@ import type { RedisConfig } from '../config/config.js';
 import type { SessionKey } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
-import { INSTALL, INSTALL_UNFENCED, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
+import { INSTALL, INSTALL_UNFENCED, INVALIDATE, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
 export interface RedisGatewayOptions extends RedisConfig {
   /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
@@ -36,12 +36,13 @@ export type TouchOutcome =
 
 type ScriptArg = string | number;
 interface ScriptCommands {
-  sdInstall(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
-  sdInstallUnfenced(entry: string, lease: string, ...args: ScriptArg[]): Promise<number>;
+  sdInstall(entry: string, lease: string, ...args: ScriptArg[]): Promise<[number, string, string]>;
+  sdInstallUnfenced(entry: string, lease: string, ...args: ScriptArg[]): Promise<[number, string, string]>;
   sdTouch(entry: string, ...args: ScriptArg[]): Promise<string | number>;
   sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
   sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
+  sdInvalidate(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
 
@@ -105,6 +106,7 @@ export class RedisGateway {
     client.defineCommand('sdTombstone', { numberOfKeys: 2, lua: TOMBSTONE });
     client.defineCommand('sdPersisted', { numberOfKeys: 1, lua: PERSISTED });
     client.defineCommand('sdMarkWrite', { numberOfKeys: 2, lua: MARK_WRITE });
+    client.defineCommand('sdInvalidate', { numberOfKeys: 2, lua: INVALIDATE });
     client.on('error', (err: Error) => this.logError(err));
     this.client = client as Client;
     this.breaker = new CircuitBreaker(
@@ -196,13 +198,23 @@ export class RedisGateway {
   }
 
   /**
-   * 1 when installed; 0 lease lost, -1 tombstone, -2 something as new was there, -3 a write
-   * marker. `unfenced` is the test-only planted bug (INSTALL_UNFENCED).
+   * Installs a filled entry under `leaseId`, or with `leaseId` '' only raises the touch register
+   * (INSTALL). `installed` is 1 when installed; 0 no lease, -1 tombstone, -2 something as new was
+   * there, -3 a write marker. The expiry and last-seen are what the fill answers: never behind
+   * what Redis has shown. `unfenced` is the test-only planted bug (INSTALL_UNFENCED).
    */
-  install(key: SessionKey, leaseId: string, f: CachedFields, unfenced = false): Promise<number> {
+  async install(
+    key: SessionKey,
+    leaseId: string,
+    f: CachedFields,
+    unfenced = false,
+  ): Promise<{ installed: number; idleExpiresAtMs: number; lastSeenAtMs: number }> {
     const { entry, lease } = sessionKeys(key);
     const script = unfenced ? this.client.sdInstallUnfenced : this.client.sdInstall;
-    return this.guard(() => script.call(this.client, entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls));
+    const [installed, ie, ls] = await this.guard(() =>
+      script.call(this.client, entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls),
+    );
+    return { installed, idleExpiresAtMs: Number(ie), lastSeenAtMs: Number(ls) };
   }
 
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
@@ -224,10 +236,10 @@ export class RedisGateway {
     await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS));
   }
 
-  /** After a committed data change: drop the entry and any fill lease. */
+  /** After a committed data change: drop the entry and any fill lease, keeping the touch register (INVALIDATE). */
   async invalidate(key: SessionKey, force = false): Promise<void> {
     const { entry, lease } = sessionKeys(key);
-    await this.guard(() => this.client.del(entry, lease), force, this.writeDeadlineMs());
+    await this.guard(() => this.client.sdInvalidate(entry, lease, this.options.cacheTtlMs), force, this.writeDeadlineMs());
   }
 
   /** After a committed destroy or rotate: a versioned-forever (until TTL) "this session is gone". */

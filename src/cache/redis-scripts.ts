@@ -4,37 +4,68 @@
  * passed as strings and compared with tonumber (exact below 2^53).
  */
 
-/** The end of an install: replace the entry with ARGV's fields (v, d, it, ax, ie, pe, ls). */
-const STORE_ENTRY = `
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+/**
+ * The touch register. A touch slides `ie`/`ls` in Redis only; MariaDB gets them later, once they
+ * lead its copy (`pe`) by more than the threshold. So whatever drops an entry (an invalidation,
+ * an outbox replay of one Redis already took, a write marker) keeps `ie`/`ls` in the hash while
+ * they may lead MariaDB, and every fill takes the max of them and the row it read: expiry never
+ * moves backwards for dropping an entry. Such a remnant has no `d`, so reads and touches miss.
+ * Sets `keep` to the fields to carry (nil when MariaDB already holds them).
+ */
+const CARRY = `
+local keep = nil
+local r = redis.call('HMGET', KEYS[1], 'ie', 'pe', 'ls')
+if r[1] and (not r[2] or tonumber(r[1]) > tonumber(r[2])) then keep = {'ie', r[1], 'ls', r[3]} end
 `;
 
 /**
- * Installs a filled entry. KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls.
- * Refuses (returns ≤ 0) unless our lease is still there — an invalidate or destroy since we took
- * it deletes the lease — and nothing as new, nor a tombstone, nor a write marker, is present.
+ * Installs a filled entry (with a lease), or only raises the touch register (`ARGV[1]` empty: a
+ * fill that has no lease, whose answer must still never fall behind what Redis has shown).
+ * KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls.
+ * Returns {code, ie, ls}: the idle expiry and last-seen the caller answers, the max of the row's
+ * and the register's. Code 1 installed; 0 no lease (lost since, or none), -1 tombstone, -2
+ * something as new there, -3 a write marker. An invalidate or destroy deletes the lease.
  */
 export const INSTALL = `
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[2])
-local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w')
-if cur[1] then return -1 end
-if cur[3] then return -3 end
-if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return -2 end
-${STORE_ENTRY}`;
+local leased = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
+if leased then redis.call('DEL', KEYS[2]) end
+local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w', 'ie', 'ls')
+if cur[1] then return {-1, ARGV[7], ARGV[9]} end
+local ie = string.format('%d', math.max(tonumber(ARGV[7]), tonumber(cur[4] or 0)))
+local ls = string.format('%d', math.max(tonumber(ARGV[9]), tonumber(cur[5] or 0)))
+local code = 1
+if not leased then code = 0
+elseif cur[3] then code = -3
+elseif cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then code = -2 end
+if code ~= 1 then
+  -- Not installed: raise the register where one is (an entry, or touches carried past an
+  -- invalidation), or where another fill holds the lease: it may have read an older row.
+  if cur[4] then redis.call('HSET', KEYS[1], 'ie', ie, 'ls', ls)
+  elseif redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('HSET', KEYS[1], 'ie', ie, 'ls', ls)
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
+  return {code, ie, ls}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ie, 'pe', ARGV[8], 'ls', ls)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, ie, ls}
+`;
 
 /**
- * The test-only planted bug (SESSIOND_TEST_UNSAFE_FILL): INSTALL without its fences — no lease,
- * no write marker — as a plain cache-aside fill. Same KEYS and ARGV (the lease id is ignored).
+ * The test-only planted bug (SESSIOND_TEST_UNSAFE_FILL): a plain cache-aside fill — no lease, no
+ * write marker, no touch register. Same KEYS, ARGV and reply as INSTALL (the lease id is ignored).
  */
 export const INSTALL_UNFENCED = `
 local cur = redis.call('HMGET', KEYS[1], 't', 'v')
-if cur[1] then return -1 end
-if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return -2 end
-${STORE_ENTRY}`;
+if cur[1] then return {-1, ARGV[7], ARGV[9]} end
+if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return {-2, ARGV[7], ARGV[9]} end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, ARGV[7], ARGV[9]}
+`;
 
 /**
  * Touch as a max-register. KEYS: entry. ARGV: nowMs.
@@ -72,16 +103,36 @@ return 1
  * The entry and any fill lease go, and the marker (`w`) refuses every install until the
  * writer's invalidation or tombstone after the commit replaces it (or it expires): no fill can
  * put the pre-commit record back in the moment between the commit and the invalidation, when
- * MariaDB already answers the new one. Reads see a miss. A tombstone stays as it is.
+ * MariaDB already answers the new one. Reads see a miss. A tombstone stays as it is; touches
+ * MariaDB may lack stay too (CARRY).
  */
 export const MARK_WRITE = `
 if redis.call('HEXISTS', KEYS[1], 't') == 1 then
   redis.call('DEL', KEYS[2])
   return 0
 end
+${CARRY}
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'w', '1')
+if keep then redis.call('HSET', KEYS[1], unpack(keep)) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`;
+
+/**
+ * After a committed data change, or a replay of one: drops the entry and any fill lease (which
+ * fences off fills in flight). KEYS: entry, lease. ARGV: ttlMs. A tombstone stays as it is;
+ * touches MariaDB may lack stay too (CARRY), for the cache TTL.
+ */
+export const INVALIDATE = `
+redis.call('DEL', KEYS[2])
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 0 end
+${CARRY}
+redis.call('DEL', KEYS[1])
+if keep then
+  redis.call('HSET', KEYS[1], unpack(keep))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
 return 1
 `;
 

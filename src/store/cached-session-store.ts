@@ -175,6 +175,9 @@ export class CachedSessionStore implements SessionStore {
   /**
    * Cache-aside fill behind a lease (DESIGN §4.2). The lease is taken before MariaDB is read;
    * an invalidate or destroy in between deletes it, and the install script then refuses.
+   * Installed or not, the answer takes the max of the row's idle expiry and the touch register
+   * Redis still holds (touches not yet written behind survive an invalidation there), and raises
+   * the register to it: no later answer can show an earlier expiry (G4).
    */
   private async fill(key: SessionKey, read: () => Promise<SessionRecord | null>): Promise<SessionRecord | null> {
     const leaseId = randomBytes(12).toString('base64url');
@@ -188,11 +191,12 @@ export class CachedSessionStore implements SessionStore {
     }
     const record = await read();
     // Never install another session under this key (an old id in its rotation grace).
-    if (!leased || record === null || !sameKey(key, record)) return record;
-    await this.options.beforeInstall?.(key);
+    if (record === null || !sameKey(key, record)) return record;
+    if (leased) await this.options.beforeInstall?.(key);
     try {
-      const installed = await this.redis.install(key, leaseId, encodeEntry(record), unfenced);
-      if (installed !== 1) this.counters.refusedFills += 1;
+      const r = await this.redis.install(key, leased ? leaseId : '', encodeEntry(record), unfenced);
+      if (leased && r.installed !== 1) this.counters.refusedFills += 1;
+      return { ...record, idleExpiresAt: new Date(r.idleExpiresAtMs), lastSeenAt: new Date(r.lastSeenAtMs) };
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
     }

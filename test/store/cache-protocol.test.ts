@@ -174,6 +174,64 @@ t.test('touch moves the expiry in Redis at once and writes MariaDB only past the
   t.equal(await cached.touch(s, at(3600)), null, 'dead at the absolute expiry');
 });
 
+/** A session with a long idle timeout at whole seconds from `t0`, and `at(s)` for times in it. */
+function longSession(): { s: ReturnType<typeof newRecord>; at: (seconds: number) => Date } {
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+  return { s: newRecord(t0, { idleTimeoutSeconds: 1800, idleExpiresAt: at(1800), absoluteExpiresAt: at(3600) }), at };
+}
+
+t.test('an outbox replay of an invalidation Redis already took keeps the touches MariaDB lacks', async (t) => {
+  const { cached, db } = await setup(t);
+  const { s, at } = longSession();
+  await cached.create(s);
+  t.equal((await cached.replaceData(s, { v: 2 }, { any: true }, at(0))).kind, 'ok');
+  // The write's invalidation reached Redis but the delete of its outbox row did not reach
+  // MariaDB (paused at that moment): the row is left for the outbox worker to replay.
+  await db.transaction((tx) => tx.recordOutbox(s, 'invalidate'));
+  t.equal((await cached.get(s, at(1)))?.version, 2, 'the cache fills with version 2');
+  const touched = await cached.touch(s, at(TH / 2));
+  t.same(touched?.idleExpiresAt, at(TH / 2 + 1800), 'the touch slid the expiry in Redis');
+  t.same((await db.get(s, at(TH / 2)))?.idleExpiresAt, at(1800), 'below the threshold: not written to MariaDB');
+  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  t.equal(await worker.replay(), 1, 'the worker replays the leftover row');
+  const read = await cached.get(s, at(TH / 2 + 1));
+  t.same(read?.idleExpiresAt, at(TH / 2 + 1800), 'a read after the replay shows the touched expiry, not MariaDB\'s older one');
+  t.same((await cached.get(s, at(TH / 2 + 1)))?.idleExpiresAt, at(TH / 2 + 1800), 'also once warm');
+  t.same((await cached.touch(s, at(TH / 2 + 1)))?.idleExpiresAt, at(TH / 2 + 1 + 1800), 'and touch slides on from there');
+});
+
+t.test('a data write keeps the touches MariaDB lacks: the next read shows the touched expiry', async (t) => {
+  const { cached, db, raw } = await setup(t);
+  const { s, at } = longSession();
+  await cached.create(s);
+  await cached.get(s, at(0)); // warm
+  t.same((await cached.touch(s, at(TH / 2)))?.idleExpiresAt, at(TH / 2 + 1800));
+  t.equal((await cached.replaceData(s, { v: 2 }, { any: true }, at(TH / 2))).kind, 'ok');
+  t.same(await raw.hgetall(sessionKeys(s).entry), { ie: String(at(TH / 2 + 1800).getTime()), ls: String(at(TH / 2).getTime()) }, 'the invalidation left the touch register only');
+  const read = await cached.get(s, at(TH / 2 + 1));
+  t.same(read?.data, { v: 2 }, 'the read sees the write');
+  t.same(read?.idleExpiresAt, at(TH / 2 + 1800), 'and the touched expiry');
+  t.same((await db.get(s, at(TH / 2 + 1)))?.idleExpiresAt, at(1800), 'which MariaDB still lacks (below the threshold)');
+});
+
+t.test('a fill that read MariaDB before a touch wrote it through cannot install the older expiry', async (t) => {
+  const g = gate();
+  let pauseNext = true;
+  const { cached, db } = await setup(t, { beforeInstall: async () => (pauseNext ? ((pauseNext = false), g.wait()) : undefined) });
+  const { s, at } = longSession();
+  await cached.create(s);
+  const reader = cached.get(s, at(0)); // misses, takes the lease, reads the row, then waits
+  await g.arrived;
+  // Past the threshold: the touch misses too, finds the lease taken and slides MariaDB itself.
+  const touched = await cached.touch(s, at(TH + 10));
+  t.same(touched?.idleExpiresAt, at(TH + 10 + 1800), 'the touch answers the slid expiry');
+  t.same((await db.get(s, at(TH + 10)))?.idleExpiresAt, at(TH + 10 + 1800), 'written to MariaDB');
+  g.open();
+  t.ok(await reader, 'the paused reader answers');
+  t.same((await cached.get(s, at(TH + 11)))?.idleExpiresAt, at(TH + 10 + 1800), 'the entry it installed does not show the older expiry');
+});
+
 t.test('a touch lost with Redis costs at most the write-behind threshold', async (t) => {
   const redis = await privateRedis(t);
   const { cached } = await setup(t, { redisUrl: redis.url });
