@@ -54,3 +54,26 @@ export async function rejection(t: Test, promise: Promise<unknown>): Promise<Ses
   t.type(err, SessiondError, 'rejects with a SessiondError');
   return err as SessiondError;
 }
+
+/**
+ * Calls the service has answered so far, by "METHOD route" (from its own request histogram):
+ * what an app's request cost in sessiond calls.
+ */
+export async function serviceCalls(url: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const calls = new Map<string, number>();
+  for (const m of text.matchAll(/^sessiond_http_request_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (!String(labels.route).startsWith('/v1/')) continue;
+    const key = `${labels.method} ${labels.route}`;
+    calls.set(key, (calls.get(key) ?? 0) + Number(m[2]));
+  }
+  return calls;
+}
+
+/** The calls made between two `serviceCalls` snapshots, e.g. { 'POST /v1/sessions/current/touch': 10 }. */
+export function callsBetween(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, n] of after) if (n - (before.get(k) ?? 0) > 0) out[k] = n - (before.get(k) ?? 0);
+  return out;
+}

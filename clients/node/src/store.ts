@@ -10,7 +10,7 @@ import { mergePatchBetween } from './merge-patch.js';
 /** A session as express-session and @fastify/session hand it to a store: JSON plus a `cookie`. */
 export type StoredSession = Record<string, any> & { cookie?: Record<string, any> };
 type Callback = (err?: any) => void;
-type GetCallback = (err: any, session?: StoredSession | null) => void;
+type GetCallback = (err: any, session?: any) => void;
 
 export interface SessiondStoreOptions {
   /**
@@ -214,30 +214,27 @@ export class SessiondStore extends EventEmitter {
       if (Date.now() - state.touchedAt >= TOUCH_COALESCE_MS && (await this.client.touch(sid)) !== null) state.touchedAt = Date.now();
       return;
     }
-    const body = JSON.stringify(session);
+    let written: Session | undefined;
     try {
-      const written = state.mergeOnly ? await this.#merge(sid, state, body) : await this.client.replaceData(sid, body as any, state.version);
-      if (written === undefined) return;
-      state.version = written.version;
-      state.stored = json;
+      written = state.mergeOnly ? await this.#merge(sid, state, session) : await this.client.replaceData(sid, session, state.version);
     } catch (err) {
       if (!(err instanceof SessiondError)) throw err;
       if (err.code === 'session_not_found') return; // destroyed meanwhile: the save loses, as after a logout
       if (err.code !== 'version_mismatch') throw err;
-      const merged = await this.#merge(sid, state, body);
-      if (merged === undefined) return;
-      state.version = merged.version;
-      state.stored = json;
+      written = await this.#merge(sid, state, session);
       state.mergeOnly = true;
     }
+    if (written === undefined) return; // destroyed meanwhile
+    state.version = written.version;
+    state.stored = json;
   }
 
   /** Applies this copy's changes since it was read onto whatever the service holds now. */
-  async #merge(sid: string, state: SessionState, body: string): Promise<Session | undefined> {
-    const patch = mergePatchBetween(JSON.parse(state.stored), JSON.parse(body));
+  async #merge(sid: string, state: SessionState, session: StoredSession): Promise<Session | undefined> {
+    const patch = mergePatchBetween(JSON.parse(state.stored), JSON.parse(JSON.stringify(session)));
     try {
       // A change a merge patch cannot express (a member set to null): the last save wins.
-      return patch === undefined ? await this.client.replaceData(sid, body as any, '*') : await this.client.patchData(sid, patch);
+      return patch === undefined ? await this.client.replaceData(sid, session, '*') : await this.client.patchData(sid, patch);
     } catch (err) {
       if (err instanceof SessiondError && err.code === 'session_not_found') return undefined;
       throw err;
