@@ -49,6 +49,7 @@ const CONFIG = {
   insertBatch: num('BENCH_INSERT_BATCH', 100_000),
   pairedRounds: num('BENCH_PAIRED_ROUNDS', 3), // rounds of B, read, touch, C, create back to back (0 = none)
   pairedSeconds: num('BENCH_PAIRED_SECONDS', 4), // measured seconds per paired run
+  appSessions: num('BENCH_APP_SESSIONS', 1000), // sessions each Express app logs in before its runs
   sweepBatch: num('BENCH_SWEEP_BATCH', 500), // SWEEPER_BATCH_SIZE of the sweep scenario (the service default)
   sweepRate: num('BENCH_SWEEP_RATE', 2000), // SWEEPER_MAX_ROWS_PER_SECOND of the sweep scenario (the service default; 0 = unpaced)
   sweepMaxSeconds: num('BENCH_SWEEP_MAX_SECONDS', 30), // reads are measured while the sweeper works, at most this long
@@ -140,7 +141,8 @@ async function startStack() {
   await conn.end();
   const key = mintApiKey('bench', NAMESPACE);
   const keysFile = path.join(dir, 'keys.json');
-  writeFileSync(keysFile, JSON.stringify([key.entry]));
+  // clientTokens: the express-session store creates sessions under express-session's ids.
+  writeFileSync(keysFile, JSON.stringify({ keys: [key.entry], namespaces: { [NAMESPACE]: { clientTokens: true } } }));
   const db = await mysql.createConnection({ uri: databaseUrl, timezone: 'Z', multipleStatements: false });
   stack = { dir, mariadb, redis, databaseUrl, key, keysFile, db, mariadbVersion: vrow[0].v };
   return stack;
@@ -193,6 +195,14 @@ async function startService(env = {}, nodeArgs = []) {
 async function startBaseline(mode, env) {
   const port = await freePort();
   const proc = spawnChild(['bench/baseline-server.mjs'], { BASELINE: mode, PORT: String(port), ...env }, `baseline-${mode}`);
+  const url = `http://${LOOPBACK}:${port}`;
+  await waitHttp(`${url}/`, proc);
+  return { ...proc, url };
+}
+
+async function startApp(store, env) {
+  const port = await freePort();
+  const proc = spawnChild(['bench/express-app.mjs'], { STORE: store, PORT: String(port), ...env }, `express-${store}`);
   const url = `http://${LOOPBACK}:${port}`;
   await waitHttp(`${url}/`, proc);
   return { ...proc, url };
@@ -491,6 +501,83 @@ async function metric(base, name) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The app-level comparison: one Express app, express-session on sessiond vs on connect-redis
+
+const APP_STORES = { redis: 'connect-redis', sessiond: 'sessiond' };
+
+/** Logs in `n` sessions through the app (8 at a time); returns their cookies. */
+async function loginCookies(base, n) {
+  const cookies = [];
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (cookies.length < n) {
+        const res = await fetch(`${base}/login`, { method: 'POST' });
+        const set = res.headers.get('set-cookie');
+        await res.text();
+        if (res.status !== 200 || set === null) throw new Error(`login answered ${res.status} without a cookie`);
+        cookies.push(set.split(';')[0]);
+      }
+    }),
+  );
+  return cookies;
+}
+
+/**
+ * The same Express 5 app (bench/express-app.mjs) with express-session on each store, measured
+ * in alternating rounds: req/s, p99 and CPU per request of the app itself (for sessiond also of
+ * the service process; Redis's own CPU is not counted on either side).
+ */
+async function appComparison(svc) {
+  log('Express app: express-session on connect-redis vs on sessiond');
+  const apps = {
+    redis: await startApp('redis', { REDIS_URL: stack.redis.url }),
+    sessiond: await startApp('sessiond', { SESSIOND_URL: svc.url, SESSIOND_API_KEY: stack.key.key }),
+  };
+  const cookies = {};
+  for (const [store, app] of Object.entries(apps)) cookies[store] = await loginCookies(app.url, CONFIG.appSessions);
+  const page = (jar) => dynamic(() => ({ method: 'GET', path: '/', headers: { cookie: pick(jar) } }));
+  const runs = { redis: [], sessiond: [] };
+  for (let round = 1; round <= Math.max(1, CONFIG.pairedRounds); round++) {
+    log(`  round ${round}`);
+    for (const store of ['redis', 'sessiond']) {
+      const requests = page(cookies[store]);
+      if (CONFIG.warmupSeconds > 0) await cannon(apps[store].url, { seconds: CONFIG.warmupSeconds, requests });
+      const cpu0 = [cpuSeconds(apps[store].child.pid), cpuSeconds(svc.child.pid)];
+      const r = await cannon(apps[store].url, { seconds: CONFIG.pairedSeconds, requests });
+      const answers = r.ok + r.errors;
+      r.cpuUsPerRequest = ((cpuSeconds(apps[store].child.pid) - cpu0[0]) * 1e6) / answers;
+      r.serviceCpuUsPerRequest = store === 'sessiond' ? ((cpuSeconds(svc.child.pid) - cpu0[1]) * 1e6) / answers : NaN;
+      log(`    app on ${APP_STORES[store]}: ${fmt(r.rps, 0)} req/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms, errors ${r.errors}, app CPU ${fmt(r.cpuUsPerRequest, 0)} µs/req`);
+      runs[store].push(r);
+    }
+  }
+  await Promise.all(Object.values(apps).map((a) => stopChild(a)));
+  const summary = (list) => ({
+    rps: median(list.map((r) => r.rps)),
+    p50: median(list.map((r) => r.p50)),
+    p99: median(list.map((r) => r.p99)),
+    errors: list.reduce((a, r) => a + r.errors, 0),
+    cpuUsPerRequest: median(list.map((r) => r.cpuUsPerRequest)),
+    serviceCpuUsPerRequest: median(list.map((r) => r.serviceCpuUsPerRequest)),
+    rounds: list.map((r) => ({ rps: r.rps, p99: r.p99 })),
+  });
+  const ratios = runs.sessiond.map((r, i) => r.rps / runs.redis[i].rps);
+  return { redis: summary(runs.redis), sessiond: summary(runs.sessiond), rpsRatios: ratios, rpsRatio: median(ratios), sessions: CONFIG.appSessions };
+}
+
+function appReport(app) {
+  const row = (store) => {
+    const r = app[store];
+    return [`Express app on ${APP_STORES[store]}`, fmt(r.rps, 0), fmt(r.p50, 2), fmt(r.p99, 2), r.errors, fmt(r.cpuUsPerRequest, 0), fmt(r.serviceCpuUsPerRequest, 0)];
+  };
+  return [
+    `app-level: Express 5 + express-session (resave/rolling off), GET / reads and touches its session; ${app.sessions} sessions per store; medians of ${app.rpsRatios.length} alternating rounds`,
+    textTable(['app', 'req/s', 'p50', 'p99', 'errors', 'app cpu µs/req', 'sessiond cpu µs/req'], [row('redis'), row('sessiond')]),
+    `sessiond/connect-redis req/s per round: ${app.rpsRatios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(app.rpsRatio, 2)}); p99 ${fmt(app.sessiond.p99, 2)} vs ${fmt(app.redis.p99, 2)} ms`,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Formatting
 
 function fmt(n, digits = 1) {
@@ -521,6 +608,11 @@ async function main() {
   // --- sessiond, first process: the warm pool and one sample answer for the baselines.
   log('starting sessiond');
   let svc = await startService();
+  if (process.env.BENCH_ONLY === 'app') {
+    results.app = await appComparison(svc);
+    process.stdout.write(`\n${appReport(results.app).join('\n')}\n`);
+    return;
+  }
   await sleep(500);
   results.idleRssMb = rssOf(svc.child.pid).rssMb;
   const warm = await createSessions(svc.url, CONFIG.warmSessions);
@@ -616,6 +708,7 @@ async function main() {
     results.paired = Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, { ratios: v, median: median(v) }]));
   }
   for (const b of Object.values(baselines)) await stopChild(b);
+  if (only === undefined) results.app = await appComparison(svc);
 
   if (warmOnly) {
     results.peakRssMb = svc.peak().hwmMb;
@@ -807,6 +900,7 @@ function report(results) {
     out.push(`paired: ${c.pairedRounds} rounds of B, read, touch, C, create back to back (${c.pairedSeconds} s each): ${line('read', 'B')}; ${line('touch', 'B')}; ${line('create', 'C')}`);
   }
   out.push('');
+  if (results.app) out.push(...appReport(results.app), '');
 
   const targets = [];
   const target = (name, value, limit, cmp, unit, reason) => {
@@ -829,6 +923,11 @@ function report(results) {
   target('read p99 during sweep <= 2 x before', ratio(R['read during sweep']?.p99, R['read before sweep']?.p99), 2, '<=', 'x', `the sweeper's DELETE batches (${c.sweepBatch} rows, budget ${c.sweepRate || 'none'} rows/s) take CPU from the service through MariaDB on the same CPUs; a lower SWEEPER_MAX_ROWS_PER_SECOND spreads them further; ${load}`);
   target('peak RSS <= 200 MB', results.peakRssMb, 200, '<=', 'MB',
     `${fmt(results.idleRssMb)} MB idle after start; the rest is V8 heap growth under load (young generation semi-spaces and old-space headroom); NODE_OPTIONS=--max-semi-space-size=4 caps the young generation (see docs/benchmarks.md)`);
+  if (results.app) {
+    const a = results.app;
+    target('Express app on sessiond >= 1.0 x on connect-redis req/s', a.rpsRatio, 1, '>=', 'x',
+      `the app's own CPU per request is ${fmt(a.sessiond.cpuUsPerRequest, 0)} µs on sessiond against ${fmt(a.redis.cpuUsPerRequest, 0)} µs on connect-redis, and sessiond itself spends ${fmt(a.sessiond.serviceCpuUsPerRequest, 0)} µs per request on the same CPUs (connect-redis's two Redis calls cost the app less than one HTTP call, and Redis's CPU is not counted); ${load}`);
+  }
   results.targets = targets;
   out.push('targets:');
   for (const t of targets) {
