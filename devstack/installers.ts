@@ -1,7 +1,8 @@
 /**
  * Installs what the throwaway servers and the browser tests need with apt-get when it is missing
- * (clean CI machines): MariaDB and Redis, and Chromium.
+ * (clean CI machines): MariaDB and Redis, Chromium, and Debian's Python with Django.
  */
+import { spawnSync } from 'node:child_process';
 import { findBinary } from './binaries.js';
 import { describeExit, runToCompletion } from './children.js';
 
@@ -79,4 +80,27 @@ async function installChromium(log: Log): Promise<string> {
   if (!installed) throw new Error('still no chromium executable after apt-get install');
   log(`devstack: chromium installed at ${installed} in ${Math.round((Date.now() - started) / 1000)} s`);
   return installed;
+}
+
+/**
+ * Debian's own interpreter, by path: a python3 earlier in PATH (pyenv, a virtualenv) would not
+ * see Debian's python3-django.
+ */
+export const DEBIAN_PYTHON = '/usr/bin/python3';
+const PYTHON_DJANGO_PACKAGES = ['python3', 'python3-django', 'python3-urllib3'] as const;
+
+function importsDjango(): boolean {
+  return spawnSync(DEBIAN_PYTHON, ['-c', 'import django, urllib3'], { stdio: 'ignore', timeout: 60_000 }).status === 0;
+}
+
+/**
+ * For the Django session engine's tests (clients/django): installs Debian's python3-django and
+ * python3-urllib3 with apt-get when missing and returns the interpreter that imports them.
+ */
+export async function ensurePythonDjango(log: Log = stderrLog): Promise<string> {
+  if (importsDjango()) return DEBIAN_PYTHON;
+  log(`devstack: python3-django missing; installing ${PYTHON_DJANGO_PACKAGES.join(', ')} with apt-get`);
+  await aptInstall(PYTHON_DJANGO_PACKAGES, 'python3-django is missing');
+  if (!importsDjango()) throw new Error(`${DEBIAN_PYTHON} still cannot import django and urllib3 after apt-get install`);
+  return DEBIAN_PYTHON;
 }
