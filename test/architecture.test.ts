@@ -40,3 +40,9 @@ t.test('dist/ and the image hold only the service', async (t) => {
   }
   t.notOk(filesUnder('src').some((f) => f.startsWith(path.join('src', 'devstack'))), 'no devstack/ under src/');
 });
+
+t.test('test-only switches are read by the test entry point, never by the service', async (t) => {
+  const readers = filesUnder('src').filter((f) => /SESSIOND_TEST_/.test(readFileSync(path.join(ROOT, f), 'utf8')));
+  t.same(readers, [], 'no file under src/ names a SESSIOND_TEST_ variable');
+  t.match(readFileSync(path.join(ROOT, 'test/helpers/test-server.mjs'), 'utf8'), /SESSIOND_TEST_UNSAFE_FILL/, 'test/helpers/test-server.mjs reads SESSIOND_TEST_UNSAFE_FILL');
+});

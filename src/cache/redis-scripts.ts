@@ -54,7 +54,7 @@ return {1, ie, ls}
 `;
 
 /**
- * The test-only planted bug (SESSIOND_TEST_UNSAFE_FILL): a plain cache-aside fill — no lease, no
+ * The test-only planted bug (test/helpers/test-server.mjs): a plain cache-aside fill — no lease, no
  * write marker, no touch register. Same KEYS, ARGV and reply as INSTALL (the lease id is ignored).
  */
 export const INSTALL_UNFENCED = `

@@ -29,7 +29,7 @@ export interface CachedSessionStoreOptions {
   /** Test-only: runs after a write committed, before its invalidations are sent. */
   afterCommit?: (keys: SessionKey[]) => Promise<void>;
   /**
-   * Test-only planted bug (SESSIOND_TEST_UNSAFE_FILL=1): a fill takes no lease and installs
+   * Test-only planted bug (set by test/helpers/test-server.mjs only): a fill takes no lease and installs
    * without the lease and write-marker checks (INSTALL_UNFENCED), the plain cache-aside fill, so
    * a record read before a write can be installed after it. The history checker must catch
    * this (test/history/planted-bug.test.ts).

@@ -24,6 +24,8 @@ import { freePort } from '../../devstack/ports.js';
 import { startRedis, type RedisProcess } from '../../devstack/redis.js';
 
 export const SERVER = path.resolve('dist/server.js');
+/** The test entry point: dist/ with test-only switches such as SESSIOND_TEST_UNSAFE_FILL. */
+export const TEST_SERVER = path.resolve('test/helpers/test-server.mjs');
 const LOOPBACK = '127.0.0.1';
 
 interface TapLike {
@@ -66,8 +68,11 @@ export interface Stack {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
   /** A global status counter of the private MariaDB (e.g. Com_select). */
   globalStatus(name: string): Promise<number>;
-  /** Starts one more service process on this stack (killed at the stack's teardown at the latest). */
-  service(t: TapLike, env?: Record<string, string>): Promise<ServiceProcess>;
+  /**
+   * Starts one more service process on this stack (killed at the stack's teardown at the latest),
+   * running the stack's server script or `server`.
+   */
+  service(t: TapLike, env?: Record<string, string>, server?: string): Promise<ServiceProcess>;
   /** With `proxy.redis`: the fault proxy every service reaches Redis through. */
   redisProxy?: FaultProxy;
   /** With `proxy.mariadb`: the fault proxy every service reaches MariaDB through. */
@@ -163,13 +168,13 @@ export async function stack(t: TapLike, options: StackOptions = {}): Promise<Sta
         await conn.end().catch(() => conn.destroy());
       }
     },
-    async service(st: TapLike, env: Record<string, string> = {}): Promise<ServiceProcess> {
+    async service(st: TapLike, env: Record<string, string> = {}, script: string = server): Promise<ServiceProcess> {
       const service = await startService(st, {
         DATABASE_URL: serviceDatabaseUrl,
         REDIS_URL: serviceRedisUrl,
         API_KEYS_FILE: keysFile,
         ...env,
-      }, key.key, server);
+      }, key.key, script);
       services.add(service);
       service.child.once('exit', () => services.delete(service));
       return service;

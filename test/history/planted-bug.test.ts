@@ -1,7 +1,8 @@
 /**
  * The history checker catches a real cache bug, and passes the same run without it.
  *
- * SESSIOND_TEST_UNSAFE_FILL=1 (a test-only switch of the server) makes a cache fill take no
+ * SESSIOND_TEST_UNSAFE_FILL=1 (a switch of the test entry point, test/helpers/test-server.mjs;
+ * the production server.ts does not read it) makes a cache fill take no
  * lease and install without the lease and write-marker checks: a write that commits between the
  * fill's read and its install no longer fences it, and the stale record is installed. MariaDB sits
  * behind a little latency (2±4 ms) so that every fill has such a window. Two services with the
@@ -10,7 +11,7 @@
  */
 import t, { type Test } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stack, type ServiceProcess } from '../helpers/service-process.js';
+import { SERVER, stack, TEST_SERVER, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, type CheckResult } from './checker.js';
 import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 
@@ -22,8 +23,8 @@ const s = await stack(t, { proxy: { mariadb: true } });
 s.mariadbProxy!.setLatency(2, 4);
 
 /** Runs the workload on two fresh services; stops early once `stopWhen` says so. */
-async function run(t: Test, name: string, env: Record<string, string>, stopWhen: (r: CheckResult) => boolean, maxMs = MAX_RUN_MS) {
-  const services: ServiceProcess[] = await Promise.all([1, 2].map(() => s.service(t, { ...HISTORY_SERVICE_ENV, ...env })));
+async function run(t: Test, name: string, server: string, env: Record<string, string>, stopWhen: (r: CheckResult) => boolean, maxMs = MAX_RUN_MS) {
+  const services: ServiceProcess[] = await Promise.all([1, 2].map(() => s.service(t, { ...HISTORY_SERVICE_ENV, ...env }, server)));
   const w = historyWorkload(name, () => services);
   const monitor = new FallbackMonitor(() => services);
   monitor.start();
@@ -44,7 +45,7 @@ async function run(t: Test, name: string, env: Record<string, string>, stopWhen:
 }
 
 t.test('with unfenced fills (no lease, no write marker), the checker finds a stale read', async (t) => {
-  const result = await run(t, 'planted', { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok, 2 * MAX_RUN_MS);
+  const result = await run(t, 'planted', TEST_SERVER, { SESSIOND_TEST_UNSAFE_FILL: '1' }, (r) => !r.ok, 2 * MAX_RUN_MS);
   t.notOk(result.ok, 'the checker rejects the history');
   t.comment(`counterexample:\n${counterexample(result, 0, 1)}`);
   const stale = result.violations.filter((v) => v.check === 'data' || v.check === 'resurrection');
@@ -52,7 +53,7 @@ t.test('with unfenced fills (no lease, no write marker), the checker finds a sta
 });
 
 t.test('the same run with leased fills passes', async (t) => {
-  const result = await run(t, 'clean', {}, () => false);
+  const result = await run(t, 'clean', SERVER, {}, () => false);
   if (!result.ok) t.comment(counterexample(result));
   t.ok(result.ok, 'the history passes the checker');
   t.ok(result.stats.ok > 1_000, `enough calls were checked (${result.stats.ok} acknowledged)`);

@@ -13,14 +13,15 @@
  *
  * Options (environment): HISTORY_SCENARIOS=name,name (a subset, by the names in the table);
  * SESSIOND_HISTORY_SERVER=/path/to/dist/server.js (run the services from another build);
- * SESSIOND_TEST_UNSAFE_FILL=1 is passed on to the services (the planted bug: planted-bug.test.ts);
+ * SESSIOND_TEST_UNSAFE_FILL=1 runs the services from the test entry point with the planted bug
+ * (test/helpers/test-server.mjs; planted-bug.test.ts);
  * HISTORY_DUMP=dir writes each scenario's whole history, fault times and the services' logs there
  * as JSON (times in ms since the workload's start), to study a counterexample in full.
  */
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stack, table, type ServiceProcess } from '../helpers/service-process.js';
+import { stack, table, TEST_SERVER, type ServiceProcess } from '../helpers/service-process.js';
 import { counterexample, isIndeterminate } from './checker.js';
 import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 import type { Workload } from './workload.js';
@@ -32,7 +33,8 @@ const serviceEnv: Record<string, string> = {
   ...(process.env.SESSIOND_TEST_UNSAFE_FILL ? { SESSIOND_TEST_UNSAFE_FILL: process.env.SESSIOND_TEST_UNSAFE_FILL } : {}),
 };
 
-const s = await stack(t, { proxy: { redis: true, mariadb: true }, server: process.env.SESSIOND_HISTORY_SERVER });
+const server = process.env.SESSIOND_HISTORY_SERVER ?? (process.env.SESSIOND_TEST_UNSAFE_FILL ? TEST_SERVER : undefined);
+const s = await stack(t, { proxy: { redis: true, mariadb: true }, server });
 const pool: ServiceProcess[] = await Promise.all(Array.from({ length: FULL ? 3 : 2 }, () => s.service(t, serviceEnv)));
 const everyService = new Set<ServiceProcess>(pool);
 const redisProxy = s.redisProxy!;
