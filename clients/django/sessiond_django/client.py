@@ -160,13 +160,18 @@ class SessiondClient:
     @staticmethod
     def expect(reply, what, status):
         if reply.status != status:
-            body = reply.body if isinstance(reply.body, dict) else {}
-            raise SessiondError(
-                "sessiond %s answered %d (%s): %s" % (what, reply.status, body.get("code"), body.get("detail", "")),
-                status=reply.status,
-                code=body.get("code"),
-            )
+            raise refusal(reply, what)
         return reply.body
+
+
+def refusal(reply, what):
+    """The error for an answer that is neither what was asked for nor "no such session"."""
+    body = reply.body if isinstance(reply.body, dict) else {}
+    return SessiondError(
+        "sessiond %s answered %d (%s): %s" % (what, reply.status, body.get("code"), body.get("detail", "")),
+        status=reply.status,
+        code=body.get("code"),
+    )
 
 
 def _cause(err):

@@ -15,7 +15,7 @@ from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
 from . import merge_patch
-from .client import SessiondError, get_client, public_id, sendable_token
+from .client import get_client, public_id, refusal, sendable_token
 
 logger = logging.getLogger("sessiond_django")
 
@@ -244,7 +244,7 @@ class SessionStore(SessionBase):
             if reply.status == 404:
                 raise UpdateError()  # destroyed meanwhile (logout elsewhere): never re-created
             if reply.status != 412:
-                raise self._refusal(reply, "writing session data")
+                raise refusal(reply, "PATCH/PUT /v1/sessions/current/data")
             # Someone else wrote since our base: take theirs and put our changes on top.
             fresh = self._client.read(self.session_key)
             if fresh.status != 200:
@@ -274,16 +274,7 @@ class SessionStore(SessionBase):
 
     # -- errors ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _refusal(reply, what):
-        body = reply.body if isinstance(reply.body, dict) else {}
-        return SessiondError(
-            "sessiond refused %s: %d (%s) %s" % (what, reply.status, body.get("code"), body.get("detail", "")),
-            status=reply.status,
-            code=body.get("code"),
-        )
-
     def _expect_no_session(self, reply, what):
         if reply.status not in NO_SESSION:
-            raise self._refusal(reply, what)
+            raise refusal(reply, what)
 

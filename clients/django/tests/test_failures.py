@@ -1,5 +1,6 @@
 """sessiond unreachable, slow or answering 503: a clear exception within SESSIOND_TIMEOUT, never a
 hang; and no log line or error ever carries a token."""
+import contextlib
 import http.server
 import logging
 import socket
@@ -34,14 +35,21 @@ class Answering503(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve_503():
+@contextlib.contextmanager
+def answering_503():
+    """Yields the URL of a server that answers every call 503 store_unavailable."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering503)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, "http://127.0.0.1:%d" % server.server_address[1]
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
-def silent_listener():
-    """Accepts connections and never answers (a stalled service)."""
+@contextlib.contextmanager
+def silent_service():
+    """Yields the URL of a listener that accepts connections and never answers (a stalled service)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -55,7 +63,12 @@ def silent_listener():
                 return
 
     threading.Thread(target=accept, daemon=True).start()
-    return listener, accepted, "http://127.0.0.1:%d" % listener.getsockname()[1]
+    try:
+        yield "http://127.0.0.1:%d" % listener.getsockname()[1]
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
 
 
 def closed_port_url():
@@ -92,40 +105,25 @@ class FailureTests(SimpleTestCase):
         self.assert_fails_fast(closed_port_url(), r"failed: .*(Connection refused|NewConnectionError|MaxRetryError)")
 
     def test_slow(self):
-        listener, accepted, url = silent_listener()
-        try:
+        with silent_service() as url:
             self.assert_fails_fast(url, r"failed: .*(timed out|Timeout)")
-        finally:
-            listener.close()
-            for conn in accepted:
-                conn.close()
 
     def test_answering_503(self):
-        server, url = serve_503()
-        try:
+        with answering_503() as url:
             self.assert_fails_fast(url, r"answered 503 \(store_unavailable\)")
-        finally:
-            server.shutdown()
-            server.server_close()
 
     def test_a_request_fails_with_the_error_rather_than_hanging(self):
         def view(request):
             request.session["x"] = 1
             return HttpResponse("ok")
 
-        listener, accepted, url = silent_listener()
-        try:
-            with override_settings(SESSIOND_URL=url, SESSIOND_TIMEOUT=TIMEOUT):
-                request = RequestFactory().get("/")
-                request.COOKIES[settings.SESSION_COOKIE_NAME] = TOKEN_LIKE
-                started = time.monotonic()
-                with self.assertRaises(SessiondUnavailable):
-                    SessionMiddleware(view)(request)
-                self.assertLess(time.monotonic() - started, TIMEOUT * 2 + 0.5)
-        finally:
-            listener.close()
-            for conn in accepted:
-                conn.close()
+        with silent_service() as url, override_settings(SESSIOND_URL=url, SESSIOND_TIMEOUT=TIMEOUT):
+            request = RequestFactory().get("/")
+            request.COOKIES[settings.SESSION_COOKIE_NAME] = TOKEN_LIKE
+            started = time.monotonic()
+            with self.assertRaises(SessiondUnavailable):
+                SessionMiddleware(view)(request)
+            self.assertLess(time.monotonic() - started, TIMEOUT * 2 + 0.5)
 
 
 class CapturingHandler(logging.Handler):
@@ -162,14 +160,9 @@ class NoTokenInLogsTests(SimpleTestCase):
             tokens.append(session.session_key)
             session.set_expiry(-1)
             session.save()
-            server, url = serve_503()
-            try:
-                with override_settings(SESSIOND_URL=url):
-                    with self.assertRaises(SessiondUnavailable):
-                        engine.SessionStore(tokens[-1]).load()
-            finally:
-                server.shutdown()
-                server.server_close()
+            with answering_503() as url, override_settings(SESSIOND_URL=url):
+                with self.assertRaises(SessiondUnavailable):
+                    engine.SessionStore(tokens[-1]).load()
         finally:
             root.removeHandler(handler)
             root.setLevel(old_level)
