@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
 import { hashToken } from '../../src/domain/token.js';
-import { stack, statusCounts, table, waitFor, type Reply, type ServiceClient, type ServiceProcess } from '../helpers/service-process.js';
+import { settled, stack, statusCounts, table, waitFor, type Reply, type ServiceClient, type ServiceProcess } from '../helpers/service-process.js';
 
 /**
  * A write's own deadline is DB_ACQUIRE_TIMEOUT_MS + DB_QUERY_TIMEOUT_MS = 800 ms (TUNED_ENV);
@@ -120,7 +120,7 @@ class Writers {
   resolvedCommitted = 0;
   resolvedNotCommitted = 0;
   /** Each unanswered write once settled: when it first went unanswered, and when it was settled. */
-  readonly settled: Array<{ since: number; at: number }> = [];
+  readonly resolutions: Array<{ since: number; at: number }> = [];
   private stopped = false;
   private readonly loops: Array<Promise<void>>;
 
@@ -196,7 +196,7 @@ class Writers {
 
   /** `attempt` is now known to have committed as the next version. */
   private advance(k: Tracked, attempt: Attempt, r: Reply, via: string): void {
-    if (k.pendingSince !== undefined) this.settled.push({ since: k.pendingSince, at: r.ended });
+    if (k.pendingSince !== undefined) this.resolutions.push({ since: k.pendingSince, at: r.ended });
     Object.assign(k, { version: k.version + 1, data: attempt.expected, via, pending: undefined, pendingSince: undefined });
   }
 
@@ -215,21 +215,6 @@ class Writers {
   acked(kind: Kind): Call[] {
     return this.calls.filter((c) => c.kind === kind && c.r.status >= 200 && c.r.status < 300);
   }
-}
-
-/** Both replicas ready (MariaDB and Redis up) and the cache outbox drained. */
-async function settled(clients: readonly ServiceClient[]): Promise<void> {
-  await waitFor(
-    'every replica ready and the outbox drained',
-    async () => {
-      const replies = await Promise.all(clients.map((c) => c.readyz()));
-      if (!replies.every((r) => r.status === 200 && r.body?.status === 'ready')) return false;
-      const [row] = await s.query<{ n: number }>('SELECT COUNT(*) AS n FROM cache_outbox');
-      return Number(row?.n) === 0;
-    },
-    20_000,
-    50,
-  );
 }
 
 async function flushRedis(): Promise<void> {
@@ -274,7 +259,7 @@ async function readBack(clients: readonly ServiceClient[], sessions: readonly Tr
 /** Stops the writers, waits for the outbox, flushes Redis and reads every session back. */
 async function finish(t: Test, name: string, w: Writers, clients: readonly ServiceClient[]): Promise<{ reads: number; lost: number }> {
   await w.stop();
-  await settled(clients);
+  await settled(s, clients);
   await flushRedis();
   const { reads, lost, why } = await readBack(clients, w.sessions);
   t.same(w.contradictions.slice(0, 10), [], `${name}: every answer agreed with what the writer was told before`);
@@ -312,12 +297,12 @@ function recoveryMs(w: Writers, clients: readonly ServiceClient[], since: number
 
 /** From the crash until the last write it left unanswered was settled (0 when none was). */
 function settledWithin(w: Writers, crashedAt: number): number {
-  return Math.max(0, ...w.settled.filter((x) => x.since >= crashedAt).map((x) => x.at - crashedAt));
+  return Math.max(0, ...w.resolutions.filter((x) => x.since >= crashedAt).map((x) => x.at - crashedAt));
 }
 
 t.test('MariaDB SIGKILLed mid-writes and restarted: every acknowledged write reads back, failures are clean 503s', async (t) => {
   const clients = [first.client, second.client];
-  await settled(clients);
+  await settled(s, clients);
   const w = new Writers(() => clients);
   await sleep(1_500);
   const acksBefore = w.calls.filter((c) => c.r.status >= 200 && c.r.status < 300).length;
@@ -356,7 +341,7 @@ t.test('MariaDB SIGKILLed mid-writes and restarted: every acknowledged write rea
 t.test('a replica SIGKILLed mid-writes: every write it acknowledged reads back', async (t) => {
   const [killed, survivor, replacement] = [first, second, await spare];
   let clients: ServiceClient[] = [killed.client, survivor.client];
-  await settled([...clients, replacement.client]);
+  await settled(s, [...clients, replacement.client]);
   const w = new Writers(() => clients);
   await sleep(1_500);
   await waitFor('writes in flight on the replica to kill', async () => w.inFlight(killed.client) >= 2, 5_000, 1);

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { isDeepStrictEqual } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hashToken } from '../../src/domain/token.js';
-import { stack, statusCounts as countStatuses, table, unknownToken, waitFor, type Reply, type ServiceClient } from '../helpers/service-process.js';
+import { settled, stack, statusCounts as countStatuses, table, unknownToken, waitFor, type Reply, type ServiceClient } from '../helpers/service-process.js';
 
 /** Per-request bound while Redis is down: its deadline is ~2 × REDIS_COMMAND_TIMEOUT_MS (50 ms). */
 const REDIS_FAULT_BOUND_MS = 500;
@@ -139,21 +139,6 @@ function lifecycleLoop(tr: Traffic, id: number, stale: Violation[], resurrected:
   };
 }
 
-/** Waits until both replicas say ready (MariaDB and Redis up) and the outbox is empty. */
-async function settled(): Promise<void> {
-  await waitFor(
-    'both replicas ready and the outbox drained',
-    async () => {
-      const replies = await Promise.all(clients.map((c) => c.readyz()));
-      if (!replies.every((r) => r.status === 200 && r.body?.status === 'ready')) return false;
-      const [row] = await s.query<{ n: number }>('SELECT COUNT(*) AS n FROM cache_outbox');
-      return Number(row?.n) === 0;
-    },
-    20_000,
-    50,
-  );
-}
-
 /**
  * After recovery: every acknowledged create is in MariaDB and readable on both replicas with its
  * acknowledged version and data; every acknowledged destroy is revoked and 404 on both; a session
@@ -221,7 +206,7 @@ function describe(o: Op): string {
 // Redis faults: every call succeeds from MariaDB
 
 async function redisScenario(t: Test, name: string, fault: { start(): void; end(): Promise<void> }): Promise<void> {
-  await settled();
+  await settled(s, clients);
   const tr = new Traffic();
   const stale: Violation[] = [];
   const resurrected: Violation[] = [];
@@ -237,7 +222,7 @@ async function redisScenario(t: Test, name: string, fault: { start(): void; end(
   const faultEnd = performance.now();
   await sleep(1200);
   await tr.stop();
-  await settled();
+  await settled(s, clients);
   const settledAt = performance.now();
 
   // Every call answered as it does with Redis up (a destroyed session's 200 is reported below).
@@ -327,7 +312,7 @@ async function mariadbScenario(
   name: string,
   fault: { start(): void; downMs: number; end(): Promise<void> },
 ): Promise<void> {
-  await settled();
+  await settled(s, clients);
   // Warm sessions: read once on each replica, so that Redis holds them. Cold ones: never read.
   const warm = await createMany(20, (i) => ({ warm: i }));
   for (const token of warm) for (const c of clients) if ((await c.read(token)).status !== 200) throw new Error('warm-up read failed');
@@ -389,7 +374,7 @@ async function mariadbScenario(
   const recoveredAt = performance.now();
   await sleep(1000); // steady traffic after recovery
   await tr.stop();
-  await settled();
+  await settled(s, clients);
 
   const inFault = (o: Op) => o.r.started > faultStart + 30 && o.r.ended < strictEnd;
   const before = (o: Op) => o.r.ended < faultStart;

@@ -401,6 +401,21 @@ export async function waitFor(what: string, probe: () => Promise<boolean>, timeo
   }
 }
 
+/** Waits until every replica says ready (MariaDB and Redis up) and the cache outbox is empty. */
+export async function settled(s: Pick<Stack, 'query'>, clients: readonly ServiceClient[]): Promise<void> {
+  await waitFor(
+    'every replica ready and the outbox drained',
+    async () => {
+      const replies = await Promise.all(clients.map((c) => c.readyz()));
+      if (!replies.every((r) => r.status === 200 && r.body?.status === 'ready')) return false;
+      const [row] = await s.query<{ n: number }>('SELECT COUNT(*) AS n FROM cache_outbox');
+      return Number(row?.n) === 0;
+    },
+    20_000,
+    50,
+  );
+}
+
 /** Formats rows of figures as an aligned text table (printed with t.comment). */
 export function table(rows: Array<Record<string, string | number>>): string {
   if (rows.length === 0) return '(no rows)';
