@@ -98,6 +98,29 @@ class SessionMiddlewareTests(SimpleTestCase):
         self.assertEqual(response.cookies, {})
         self.assertEqual(response.headers["Vary"], "Cookie")
 
+    def test_empty_session_saved(self):
+        """A session emptied of data but still holding a key is still saved, and its cookie sent."""
+
+        def response_set_session(request):
+            request.session["foo"] = "bar"
+            return HttpResponse("Session test")
+
+        request = self.request_factory.get("/")
+        middleware = SessionMiddleware(response_set_session)
+        response = middleware(request)
+        self.addCleanup(engine.SessionStore().delete, request.session.session_key)
+        self.assertEqual(tuple(request.session.items()), (("foo", "bar"),))
+        self.assertIn("Set-Cookie: sessionid=%s" % request.session.session_key, str(response.cookies))
+        self.assertEqual(response.headers["Vary"], "Cookie")
+
+        del request.session["foo"]
+        response = middleware.process_response(request, HttpResponse("Session test"))
+        self.assertEqual(dict(request.session.values()), {})
+        self.assertEqual(engine.SessionStore().exists(request.session.session_key), True)
+        self.assertEqual(dict(engine.SessionStore(request.session.session_key).items()), {})
+        self.assertIn("Set-Cookie: sessionid=%s" % request.session.session_key, str(response.cookies))
+        self.assertEqual(response.headers["Vary"], "Cookie")
+
     def test_an_invalid_cookie_reads_as_no_session_and_a_save_issues_a_new_one(self):
         for cookie in ("not-a-token-at-all", "x" * 43, "ünïcödé"):
             with self.subTest(cookie=cookie):
