@@ -260,7 +260,8 @@ export async function startService(t: TapLike, env: Record<string, string>, apiK
       }
       service.kill();
     });
-    const deadline = Date.now() + 20_000;
+    // Never starting is the failure; a loaded 2-core runner took over 20 s to start two at once.
+    const deadline = Date.now() + 30_000;
     while (service.running && Date.now() < deadline) {
       const ok = await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
         (r) => r.ok,
