@@ -242,6 +242,17 @@ export class RedisGateway {
     await this.guard(() => this.client.sdInvalidate(entry, lease, this.options.cacheTtlMs), force, this.writeDeadlineMs());
   }
 
+  /**
+   * After a session was created under an id that lived before (a chosen token whose earlier
+   * session passed its absolute expiry): drop everything under the id, its tombstone and touch
+   * register too. Neither may outlive the life they belonged to: the tombstone would hide the new
+   * session, the register lend it the old idle expiry.
+   */
+  async clear(key: SessionKey, force = false): Promise<void> {
+    const { entry, lease } = sessionKeys(key);
+    await this.guard(() => this.client.del(entry, lease), force, this.writeDeadlineMs());
+  }
+
   /** After a committed destroy or rotate: a versioned-forever (until TTL) "this session is gone". */
   async tombstone(key: SessionKey, force = false): Promise<void> {
     const { entry, lease } = sessionKeys(key);

@@ -94,9 +94,26 @@ export const cacheOutbox = mysqlTable('cache_outbox', {
   id: bigint('id', { mode: 'number', unsigned: true }).autoincrement().primaryKey(),
   namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
   idHash: binaryBuffer('id_hash', { length: 32 }).notNull(),
-  action: mysqlEnum('action', ['invalidate', 'tombstone']).notNull(),
+  action: mysqlEnum('action', ['invalidate', 'tombstone', 'clear']).notNull(),
   createdAt: datetime('created_at', { mode: 'date', fsp: 3 }).notNull(),
 });
+
+/**
+ * Ids of sessions that were destroyed, revoked (by id, by subject, by the per-subject cap) or
+ * rotated away, remembered until the session's absolute expiry — as long as it could still have
+ * been alive — so that a create under a chosen token cannot bring one back (a save racing a
+ * logout). Written in the same transaction as the revocation; the sweeper removes a row once
+ * `expires_at` passed. Only hashes, like the sessions table.
+ */
+export const destroyedTokens = mysqlTable(
+  'destroyed_tokens',
+  {
+    namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
+    idHash: binaryBuffer('id_hash', { length: 32 }).notNull(),
+    expiresAt: datetime('expires_at', { mode: 'date', fsp: 3 }).notNull(),
+  },
+  (t) => [primaryKey({ name: 'destroyed_tokens_pk', columns: [t.namespace, t.idHash] }), index('destroyed_tokens_expires_idx').on(t.expiresAt)],
+);
 
 export type SessionRow = typeof sessions.$inferSelect;
 export type NewSessionRow = typeof sessions.$inferInsert;

@@ -56,7 +56,7 @@ export function registerAppCollectors(app: FastifyInstance, registry: Registry, 
   // Sweeper.
   if (app.hasDecorator('sweeper')) {
     const sweeper = app.sweeper;
-    counterOf(registry, 'sessiond_sweeper_deleted_sessions_total', 'Expired or revoked session rows deleted by this replica’s sweeper.', () =>
+    counterOf(registry, 'sessiond_sweeper_deleted_sessions_total', 'Expired or revoked session rows, and remembered destroyed ids past their expiry, deleted by this replica’s sweeper.', () =>
       sweeper.deletedTotal,
     );
   }

@@ -71,14 +71,15 @@ export class CachedSessionStore implements SessionStore {
 
   /**
    * Unlike a random id, a chosen one may have had a life before (a session past its absolute
-   * expiry, a tombstone still in Redis): what Redis holds for it goes after the commit, through
-   * the outbox like every write, so a late replay of the old tombstone comes before it.
+   * expiry, its tombstone or touch register still in Redis): everything Redis holds for it is
+   * cleared after the commit, through the outbox like every write, so a late replay of the old
+   * tombstone comes before the clearing.
    */
   createIfAbsent(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
     const key = { namespace: session.namespace, idHash: session.idHash };
     return this.write(async (tx) => {
       const evicted = await tx.insertIfAbsent(session, options.maxPerSubject ?? 0);
-      const debts: CacheDebt[] = [{ key, action: 'invalidate' }, ...evicted.map((k) => ({ key: k, action: 'tombstone' as const }))];
+      const debts: CacheDebt[] = [{ key, action: 'clear' }, ...evicted.map((k) => ({ key: k, action: 'tombstone' as const }))];
       return { result: { evicted: evicted.length }, debts };
     });
   }
@@ -292,6 +293,7 @@ export class CachedSessionStore implements SessionStore {
     }
     try {
       if (action === 'tombstone') await this.redis.tombstone(key, force);
+      else if (action === 'clear') await this.redis.clear(key, force);
       else await this.redis.invalidate(key, force);
       return true;
     } catch (err) {

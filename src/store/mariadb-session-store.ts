@@ -1,7 +1,7 @@
 import { and, asc, desc, eq, gt, inArray, isNotNull, lt, lte, ne, or, sql, type SQL } from 'drizzle-orm';
 import { DUPLICATE_KEY_ERRNO, errnoOf, type Database, type Db } from '../db/database.js';
 import { SessionExistsError } from '../domain/errors.js';
-import { cacheOutbox, sessions, type SessionRow } from '../db/schema.js';
+import { cacheOutbox, destroyedTokens, sessions, type SessionRow } from '../db/schema.js';
 import {
   isLive,
   persistThresholdMs,
@@ -67,7 +67,12 @@ function affectedRows(result: unknown): number {
   return Number((first as { affectedRows?: number } | undefined)?.affectedRows ?? 0);
 }
 
-export type OutboxAction = 'invalidate' | 'tombstone';
+/**
+ * What Redis owes a committed change: drop the entry (keeping the touch register), plant a
+ * tombstone, or — for an id created anew under a chosen token — clear everything the id's
+ * earlier life left there, a tombstone and touch register included.
+ */
+export type OutboxAction = 'invalidate' | 'tombstone' | 'clear';
 
 export interface OutboxRow {
   id: number;
@@ -155,8 +160,31 @@ export class SessionStatements {
     return this.conditionalWrite(key, now, expected, merged, sql`OCTET_LENGTH(${merged}) <= ${maxBytes}`);
   }
 
+  /**
+   * Remembers the ids of the sessions `where` selects, until their absolute expiry, as ids
+   * that may not be created again (DESIGN: a destroyed id never returns). An id that comes back
+   * after its absolute expiry and dies again is remembered for its new life.
+   */
+  private async remember(where: SQL): Promise<void> {
+    await this.db.execute(sql`
+      INSERT INTO ${destroyedTokens} (${sql.identifier('namespace')}, ${sql.identifier('id_hash')}, ${sql.identifier('expires_at')})
+      SELECT ${sessions.namespace}, ${sessions.idHash}, ${sessions.absoluteExpiresAt} FROM ${sessions} WHERE ${where}
+      ON DUPLICATE KEY UPDATE ${destroyedTokens.expiresAt} = GREATEST(${destroyedTokens.expiresAt}, VALUES(${sql.identifier('expires_at')}))`);
+  }
+
+  /** True when an id is remembered as destroyed and its session could still be alive at `now`. */
+  private async remembered(key: SessionKey, now: Date): Promise<boolean> {
+    const rows = await this.db
+      .select({ expiresAt: destroyedTokens.expiresAt })
+      .from(destroyedTokens)
+      .where(and(eq(destroyedTokens.namespace, key.namespace), eq(destroyedTokens.idHash, key.idHash), gt(destroyedTokens.expiresAt, now)))
+      .limit(1);
+    return rows.length > 0;
+  }
+
   /** Revokes a live session, or ends the grace of a rotated-away id. True when a row changed. */
   async destroy(key: SessionKey, now: Date): Promise<boolean> {
+    await this.remember(byKey(key));
     const result = await this.db
       .update(sessions)
       // The idle expiry becomes the revocation time, so the sweeper's one range finds the row.
@@ -176,6 +204,7 @@ export class SessionStatements {
     };
     // With a grace the old row points at the new one until the grace ends (its idle expiry).
     const graceEnd = new Date(Math.min(now.getTime() + graceSeconds * 1000, current.absoluteExpiresAt.getTime()));
+    await this.remember(byKey(key));
     await this.db
       .update(sessions)
       .set({ state: 'revoked', idleExpiresAt: graceSeconds > 0 ? graceEnd : now, rotatedTo: graceSeconds > 0 ? newIdHash : null })
@@ -201,10 +230,12 @@ export class SessionStatements {
       const excess = rows.length - maxPerSubject + 1;
       if (excess > 0) {
         evicted = rows.slice(0, excess).map((r) => ({ namespace: session.namespace, idHash: r.idHash }));
+        const evictedRows = and(eq(sessions.namespace, session.namespace), inArray(sessions.idHash, evicted.map((k) => k.idHash)))!;
+        await this.remember(evictedRows);
         await this.db
           .update(sessions)
           .set({ state: 'revoked', idleExpiresAt: session.createdAt })
-          .where(and(eq(sessions.namespace, session.namespace), inArray(sessions.idHash, evicted.map((k) => k.idHash))));
+          .where(evictedRows);
       }
     }
     await this.db.insert(sessions).values({ ...session, state: 'active' });
@@ -213,19 +244,26 @@ export class SessionStatements {
 
   /**
    * insert() under an id the caller chose: throws SessionExistsError (rolling the transaction
-   * back, evictions included) when a row of that id is still there.
+   * back, evictions included) when a row of that id is still there or the id is remembered as
+   * destroyed.
    */
   async insertIfAbsent(session: SessionRecord, maxPerSubject = 0): Promise<SessionKey[]> {
     const key = { namespace: session.namespace, idHash: session.idHash };
+    const now = session.createdAt;
     // A row past its absolute expiry can never be live again (touch never moves that expiry):
     // it no longer holds its id, swept or not.
-    await this.db.delete(sessions).where(and(byKey(key), lte(sessions.absoluteExpiresAt, session.createdAt)));
+    await this.db.delete(sessions).where(and(byKey(key), lte(sessions.absoluteExpiresAt, now)));
+    let evicted: SessionKey[];
     try {
-      return await this.insert(session, maxPerSubject);
+      evicted = await this.insert(session, maxPerSubject);
     } catch (err) {
       if (errnoOf(err) === DUPLICATE_KEY_ERRNO) throw new SessionExistsError();
       throw err;
     }
+    // Asked after the insert, whose key check sees every commit: a revoked row vanishes (swept)
+    // only after the revocation that remembered it committed, so the row or its memory is seen.
+    if (await this.remembered(key, now)) throw new SessionExistsError();
+    return evicted;
   }
 
   async listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
@@ -253,10 +291,12 @@ export class SessionStatements {
       .where(and(subjectIs(namespace, subject), revocable(now), keep === undefined ? undefined : ne(sessions.idHash, keep)))
       .for('update');
     if (rows.length === 0) return { keys: [], revoked: 0 };
+    const selected = and(eq(sessions.namespace, namespace), inArray(sessions.idHash, rows.map((r) => r.idHash)))!;
+    await this.remember(selected);
     await this.db
       .update(sessions)
       .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${now})` })
-      .where(and(eq(sessions.namespace, namespace), inArray(sessions.idHash, rows.map((r) => r.idHash))));
+      .where(selected);
     const revoked = rows.filter((r) => r.state === 'active' && r.idleExpiresAt > now && r.absoluteExpiresAt > now).length;
     return { keys: rows.map((r) => ({ namespace, idHash: r.idHash })), revoked };
   }
@@ -365,7 +405,7 @@ export class MariaDbSessionStore implements SessionStore {
   }
 
   destroy(key: SessionKey, now: Date): Promise<boolean> {
-    return this.single((s) => s.destroy(key, now));
+    return this.transaction((tx) => tx.destroy(key, now));
   }
 
   rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds = 0): Promise<SessionRecord | null> {
@@ -380,6 +420,7 @@ export class MariaDbSessionStore implements SessionStore {
     return (await this.transaction((tx) => tx.revokeSubject(namespace, subject, keep, now))).revoked;
   }
 
+  /** Sessions first; what is left of the batch goes to remembered ids past their absolute expiry. */
   async sweepBatch(before: Date, batchSize: number): Promise<number> {
     // MariaDB supports ORDER BY … LIMIT on single-table DELETE; drizzle's builder does not.
     const result = await this.database.run((db) =>
@@ -387,7 +428,14 @@ export class MariaDbSessionStore implements SessionStore {
         sql`DELETE FROM ${sessions} WHERE ${lt(sessions.idleExpiresAt, before)} ORDER BY ${sessions.idleExpiresAt} LIMIT ${batchSize}`,
       ),
     );
-    return affectedRows(result);
+    const sessionsDeleted = affectedRows(result);
+    if (sessionsDeleted >= batchSize) return sessionsDeleted;
+    const forgotten = await this.database.run((db) =>
+      db.execute(
+        sql`DELETE FROM ${destroyedTokens} WHERE ${lt(destroyedTokens.expiresAt, before)} ORDER BY ${destroyedTokens.expiresAt} LIMIT ${batchSize - sessionsDeleted}`,
+      ),
+    );
+    return sessionsDeleted + affectedRows(forgotten);
   }
 
   /** Outbox rows older than `before`, oldest first. */

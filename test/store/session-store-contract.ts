@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Test } from 'tap';
-import type { SessionRecord } from '../../src/domain/session.js';
+import type { SessionKey, SessionRecord } from '../../src/domain/session.js';
 import type { SessionStore } from '../../src/store/session-store.js';
 
 /** What every store implementation promises; run against each backend (DESIGN §5). */
@@ -28,6 +28,9 @@ export function newRecord(now: Date, overrides: Partial<SessionRecord> = {}): Se
     ...overrides,
   };
 }
+
+/** How createIfAbsent refuses a taken id (SessionExistsError). */
+const TAKEN = { status: 412, code: 'session_exists' };
 
 const at = (base: Date, seconds: number) => new Date(base.getTime() + seconds * SECOND);
 
@@ -311,5 +314,52 @@ export function sessionStoreContract(t: Test, make: (t: Test) => Promise<Contrac
     await store.destroy(s, at(t0, 1));
     t.equal(await store.get(s, at(t0, 2)), null, 'the old id is dead at once');
     t.ok(await store.get({ namespace: s.namespace, idHash: newHash }, at(t0, 2)), 'the new session lives');
+  });
+
+  t.test('createIfAbsent creates under a chosen id, and refuses one in use without changing it', async (t) => {
+    const { store } = await make(t);
+    const s = newRecord(t0, { data: { first: true } });
+    t.same(await store.createIfAbsent(s), { evicted: 0 });
+    t.same((await store.get(s, t0))?.data, { first: true });
+    await t.rejects(store.createIfAbsent({ ...s, data: { second: true } }), TAKEN);
+    t.same((await store.get(s, t0))?.data, { first: true }, 'the session is as it was');
+    const expired = newRecord(t0, { idleExpiresAt: at(t0, 5), absoluteExpiresAt: at(t0, 10) });
+    await store.create(expired);
+    await t.rejects(store.createIfAbsent({ ...expired, createdAt: at(t0, 6) }), TAKEN, 'idle-expired: its row still holds the id');
+    const again = newRecord(at(t0, 10), { idHash: expired.idHash, data: { again: true } });
+    t.same(await store.createIfAbsent(again), { evicted: 0 }, 'past its absolute expiry the id is free');
+    t.same((await store.get(again, at(t0, 11)))?.data, { again: true });
+  });
+
+  t.test('a destroyed, revoked, evicted or rotated-away id is refused until its absolute expiry, swept or not', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const life = { idleExpiresAt: at(t0, 600), absoluteExpiresAt: at(t0, 600) };
+    const [destroyed, byId, bySubject, kept, evicted, rotated] = Array.from({ length: 6 }, () => newRecord(t0, { ...life, subject }));
+    const others = newRecord(t0, { ...life, subject: `${subject}-b` });
+    for (const s of [destroyed!, byId!, rotated!, others]) await store.create(s);
+    await store.get(destroyed!, t0); // warm any cache
+    await store.destroy(destroyed!, at(t0, 1));
+    await store.destroy(byId!, at(t0, 1));
+    await store.rotate(rotated!, randomBytes(32), at(t0, 1));
+    for (const s of [bySubject!, kept!]) await store.create({ ...s, subject: `${subject}-c` });
+    t.equal(await store.revokeSubject('ns-a', `${subject}-c`, kept!.idHash, at(t0, 1)), 1);
+    await store.create({ ...evicted!, subject: others.subject }, { maxPerSubject: 1 }); // evicts `others`
+    const refused: Array<[string, SessionKey]> = [['destroyed', destroyed!], ['revoked by id', byId!], ['revoked with its subject', bySubject!], ['evicted by the cap', others], ['rotated away', rotated!]];
+    const attempt = (key: SessionKey, seconds: number) => store.createIfAbsent(newRecord(at(t0, seconds), { idHash: key.idHash, absoluteExpiresAt: at(t0, seconds + 600) }));
+    for (const [what, key] of refused) await t.rejects(attempt(key, 2), TAKEN, `${what}: refused while its row is there`);
+    // The sweeper removes revoked rows (a grace past the revocation); the ids stay refused.
+    t.ok((await store.sweepBatch(at(t0, 100), 1000)) >= refused.length, 'the revoked rows were swept');
+    for (const [what, key] of refused) {
+      await t.rejects(attempt(key, 300), TAKEN, `${what}: refused after the sweep`);
+      t.equal(await store.get(key, at(t0, 300)), null, `${what}: and still gone`);
+    }
+    t.ok(await store.get(kept!, at(t0, 300)), 'the kept session lives');
+    t.equal(await store.sweepBatch(at(t0, 599), 1000), 0, 'nothing is forgotten before the absolute expiry');
+    t.equal(await store.sweepBatch(at(t0, 601), 1000), refused.length + 3, 'then the memories go (and the three sessions that lived to their end)');
+    for (const [what, key] of refused) {
+      t.same(await attempt(key, 601), { evicted: 0 }, `${what}: free once its session could no longer be alive`);
+      t.ok(await store.get(key, at(t0, 602)), `${what}: the new session reads`);
+    }
   });
 }
