@@ -505,6 +505,14 @@ async function metric(base, name) {
 
 const APP_STORES = { redis: 'connect-redis', sessiond: 'sessiond' };
 
+/** Requests sessiond has answered on /v1 routes so far (its request histogram). */
+async function serviceCalls(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^sessiond_http_request_duration_seconds_count\{[^}]*route="\/v1[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
 /** Logs in `n` sessions through the app (8 at a time); returns their cookies. */
 async function loginCookies(base, n) {
   const cookies = [];
@@ -543,11 +551,13 @@ async function appComparison(svc) {
       const requests = page(cookies[store]);
       if (CONFIG.warmupSeconds > 0) await cannon(apps[store].url, { seconds: CONFIG.warmupSeconds, requests });
       const cpu0 = [cpuSeconds(apps[store].child.pid), cpuSeconds(svc.child.pid)];
+      const calls0 = await serviceCalls(svc.url);
       const r = await cannon(apps[store].url, { seconds: CONFIG.pairedSeconds, requests });
       const answers = r.ok + r.errors;
+      r.sessiondCallsPerRequest = ((await serviceCalls(svc.url)) - calls0) / answers;
       r.cpuUsPerRequest = ((cpuSeconds(apps[store].child.pid) - cpu0[0]) * 1e6) / answers;
       r.serviceCpuUsPerRequest = store === 'sessiond' ? ((cpuSeconds(svc.child.pid) - cpu0[1]) * 1e6) / answers : NaN;
-      log(`    app on ${APP_STORES[store]}: ${fmt(r.rps, 0)} req/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms, errors ${r.errors}, app CPU ${fmt(r.cpuUsPerRequest, 0)} µs/req`);
+      log(`    app on ${APP_STORES[store]}: ${fmt(r.rps, 0)} req/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms, errors ${r.errors}, app CPU ${fmt(r.cpuUsPerRequest, 0)} µs/req, sessiond calls ${fmt(r.sessiondCallsPerRequest, 2)}/req`);
       runs[store].push(r);
     }
   }
@@ -559,6 +569,7 @@ async function appComparison(svc) {
     errors: list.reduce((a, r) => a + r.errors, 0),
     cpuUsPerRequest: median(list.map((r) => r.cpuUsPerRequest)),
     serviceCpuUsPerRequest: median(list.map((r) => r.serviceCpuUsPerRequest)),
+    sessiondCallsPerRequest: median(list.map((r) => r.sessiondCallsPerRequest)),
     rounds: list.map((r) => ({ rps: r.rps, p99: r.p99 })),
   });
   const ratios = runs.sessiond.map((r, i) => r.rps / runs.redis[i].rps);
@@ -568,11 +579,11 @@ async function appComparison(svc) {
 function appReport(app) {
   const row = (store) => {
     const r = app[store];
-    return [`Express app on ${APP_STORES[store]}`, fmt(r.rps, 0), fmt(r.p50, 2), fmt(r.p99, 2), r.errors, fmt(r.cpuUsPerRequest, 0), fmt(r.serviceCpuUsPerRequest, 0)];
+    return [`Express app on ${APP_STORES[store]}`, fmt(r.rps, 0), fmt(r.p50, 2), fmt(r.p99, 2), r.errors, fmt(r.cpuUsPerRequest, 0), fmt(r.serviceCpuUsPerRequest, 0), store === 'sessiond' ? fmt(r.sessiondCallsPerRequest, 2) : '-'];
   };
   return [
     `app-level: Express 5 + express-session (resave/rolling off), GET / reads and touches its session; ${app.sessions} sessions per store; medians of ${app.rpsRatios.length} alternating rounds`,
-    textTable(['app', 'req/s', 'p50', 'p99', 'errors', 'app cpu µs/req', 'sessiond cpu µs/req'], [row('redis'), row('sessiond')]),
+    textTable(['app', 'req/s', 'p50', 'p99', 'errors', 'app cpu µs/req', 'sessiond cpu µs/req', 'sessiond calls/req'], [row('redis'), row('sessiond')]),
     `sessiond/connect-redis req/s per round: ${app.rpsRatios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(app.rpsRatio, 2)}); p99 ${fmt(app.sessiond.p99, 2)} vs ${fmt(app.redis.p99, 2)} ms`,
   ];
 }
