@@ -13,11 +13,11 @@ import { sharedSchemas } from './http/schemas.js';
 import { databasePlugin } from './plugins/database.js';
 import { sweeperPlugin } from './plugins/sweeper.js';
 import { SessionService } from './service/session-service.js';
-import { MariaDbSessionStore } from './store/mariadb-session-store.js';
+import { MariaDbOutbox, MariaDbSessionStore } from './store/mariadb-session-store.js';
 import type { SessionStore } from './store/session-store.js';
 import { openapiInfo } from './http/openapi-info.js';
 import { CacheCounters } from './cache/cache-counters.js';
-import { OutboxWorker } from './cache/outbox-worker.js';
+import { OutboxWorker } from './store/outbox-worker.js';
 import type { SessionKey } from './domain/session.js';
 import { redisPlugin } from './plugins/redis.js';
 import { RateLimitCounters, registerRateLimit } from './http/rate-limit.js';
@@ -69,12 +69,13 @@ function sessionStore(app: FastifyInstance, config: Config, options: BuildOption
   const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold });
   if (app.redis === undefined) return db;
   const log = app.log.child({ component: 'cache' }) as never;
-  const cached = new CachedSessionStore(db, app.redis, {
+  const outbox = new MariaDbOutbox(app.database);
+  const cached = new CachedSessionStore(db, outbox, app.redis, {
     touchPersistThresholdSeconds: threshold,
     beforeInstall: options.beforeInstall,
     unsafeUnfencedFill: options.unsafeUnfencedFill,
   }, log);
-  const worker = new OutboxWorker(db, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
   // Redis answers again: replay what it missed before it is trusted for reads.
   app.redis.onRecover = async () => {
     await worker.replay(true);

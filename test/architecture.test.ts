@@ -1,8 +1,11 @@
 /**
  * The folder tree is the architecture: `src/` is the service and nothing else (what `dist/` and
- * the image hold), the development tooling lives in `devstack/`.
+ * the image hold), the development tooling lives in `devstack/`; inside src/ the layers depend
+ * downward only (.dependency-cruiser.cjs).
  */
 import t from 'tap';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,4 +48,13 @@ t.test('test-only switches are read by the test entry point, never by the servic
   const readers = filesUnder('src').filter((f) => /SESSIOND_TEST_/.test(readFileSync(path.join(ROOT, f), 'utf8')));
   t.same(readers, [], 'no file under src/ names a SESSIOND_TEST_ variable');
   t.match(readFileSync(path.join(ROOT, 'test/helpers/test-server.mjs'), 'utf8'), /SESSIOND_TEST_UNSAFE_FILL/, 'test/helpers/test-server.mjs reads SESSIOND_TEST_UNSAFE_FILL');
+});
+
+t.test('layers depend downward only, without cycles (dependency-cruiser)', async (t) => {
+  const bin = path.join(ROOT, 'node_modules', '.bin', 'depcruise');
+  const run = await promisify(execFile)(bin, ['src', '--config', '.dependency-cruiser.cjs', '--output-type', 'err'], { cwd: ROOT, timeout: 60_000 }).then(
+    (r) => ({ code: 0, output: r.stdout + r.stderr }),
+    (err: { code?: number; stdout?: string; stderr?: string }) => ({ code: err.code ?? 1, output: `${err.stdout ?? ''}${err.stderr ?? ''}` }),
+  );
+  t.equal(run.code, 0, `npx depcruise src reports no violation\n${run.output}`);
 });

@@ -1,12 +1,23 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { RedisConfig } from '../config/config.js';
 import type { SessionKey } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
 import { INSTALL, INSTALL_UNFENCED, INVALIDATE, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
-export interface RedisGatewayOptions extends RedisConfig {
+/** Where Redis is and how long a call may take (from the configuration). */
+export interface RedisConnectionOptions {
+  /** Single node. */
+  url?: string | undefined;
+  /** Cluster mode: startup nodes. */
+  clusterNodes?: { host: string; port: number }[] | undefined;
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  breakerFailureThreshold: number;
+  breakerCooldownMs: number;
+}
+
+export interface RedisGatewayOptions extends RedisConnectionOptions {
   /** Lifetime of entries and tombstones: the bound on staleness in every failure mode. */
   cacheTtlMs: number;
   /** Lifetime of a fill lease. */

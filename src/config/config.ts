@@ -1,8 +1,11 @@
 import { readFileSync } from 'node:fs';
 import type { ApiKeyEntry } from '../auth/api-keys.js';
-import { parseApiKeysFile, type KeysFile } from '../auth/api-keys-file.js';
-import { NamespacePolicies } from './policies.js';
+import { NamespacePolicies } from '../domain/policies.js';
+import { parseApiKeysFile, type KeysFile } from './api-keys-file.js';
+import { checkPolicies } from './policies.js';
 import { ConfigError } from './config-error.js';
+import type { RedisConnectionOptions } from '../cache/redis-gateway.js';
+import type { RequestLogging } from '../http/request-log.js';
 
 export { ConfigError };
 
@@ -16,17 +19,6 @@ export interface SessionLimits {
 }
 
 /** Redis connection settings; absent when no cache is configured (MariaDB alone). */
-export interface RedisConfig {
-  /** Single node. */
-  url?: string | undefined;
-  /** Cluster mode: startup nodes. */
-  clusterNodes?: { host: string; port: number }[] | undefined;
-  commandTimeoutMs: number;
-  connectTimeoutMs: number;
-  breakerFailureThreshold: number;
-  breakerCooldownMs: number;
-}
-
 export interface CacheConfig {
   /** Entries and tombstones live this long: the bound on staleness in every failure mode. */
   ttlSeconds: number;
@@ -36,7 +28,7 @@ export interface CacheConfig {
 
 export interface Config {
   databaseUrl: string;
-  redis: RedisConfig | undefined;
+  redis: RedisConnectionOptions | undefined;
   cache: CacheConfig;
   host: string;
   port: number;
@@ -63,7 +55,6 @@ export interface Config {
 type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-export type RequestLogging = 'all' | 'errors' | 'none';
 const REQUEST_LOGGING: readonly RequestLogging[] = ['all', 'errors', 'none'];
 
 function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
@@ -128,7 +119,7 @@ function clusterNodes(env: Env): { host: string; port: number }[] | undefined {
   });
 }
 
-function redisConfig(env: Env): RedisConfig | undefined {
+function redisConfig(env: Env): RedisConnectionOptions | undefined {
   const url = redisUrl(env);
   const nodes = clusterNodes(env);
   if (url !== undefined && nodes !== undefined) {
@@ -216,6 +207,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
     },
     namespaces,
   );
+  checkPolicies(policies);
 
   const host = raw(env, 'HOST') ?? '0.0.0.0';
   return {

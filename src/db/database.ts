@@ -1,6 +1,5 @@
 import mariadb, { type Connection, type Pool, type PoolConnection } from 'mariadb';
 import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
-import { parseDatabaseUrl } from '../config/config.js';
 import { StoreUnavailableError } from '../domain/errors.js';
 
 export type Db = MySqlRemoteDatabase;
@@ -84,6 +83,15 @@ export function errnoOf(err: unknown): number | undefined {
 }
 
 const DEADLOCK_ERRNO = 1213;
+/** The URL as a URL; config validated it, and an error never echoes it (it holds the password). */
+function databaseUrl(value: string): URL {
+  try {
+    return new URL(value);
+  } catch {
+    throw new Error('the database URL is not a valid URL');
+  }
+}
+
 /** ER_DUP_ENTRY: a primary or unique key is taken. */
 export const DUPLICATE_KEY_ERRNO = 1062;
 
@@ -98,7 +106,7 @@ export class Database {
   private readonly deadlineMs: number;
 
   constructor(options: DatabaseOptions) {
-    const url = parseDatabaseUrl(options.url);
+    const url = databaseUrl(options.url);
     this.pool = mariadb.createPool({
       host: url.hostname,
       port: url.port === '' ? 3306 : Number(url.port),

@@ -2,7 +2,7 @@ import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { RedisGateway } from '../cache/redis-gateway.js';
 import { RateLimitStore, type RateLimitFlushCounters } from '../cache/rate-limit-store.js';
-import type { NamespacePolicies } from '../config/policies.js';
+import type { NamespacePolicies } from '../domain/policies.js';
 import { DomainError } from '../domain/errors.js';
 
 /** Rate-limit counters, per process and monotonic, for the metrics endpoint. */

@@ -1,5 +1,7 @@
 import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { RequestLogging } from '../config/config.js';
+
+/** Per-request log lines at info: every answer, only 5xx answers, or none (debug shows all). */
+export type RequestLogging = 'all' | 'errors' | 'none';
 
 /**
  * Fastify's per-request log lines, sized for a service called on nearly every request of its

@@ -6,7 +6,7 @@ import {
   SessionNotFoundError,
   VersionMismatchError,
 } from '../domain/errors.js';
-import type { NamespacePolicies, NamespacePolicy } from '../config/policies.js';
+import type { NamespacePolicies, NamespacePolicy } from '../domain/policies.js';
 import {
   resolveTimeouts,
   slidIdleExpiry,

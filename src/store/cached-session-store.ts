@@ -11,8 +11,17 @@ import {
   type SessionRecord,
 } from '../domain/session.js';
 import { publicIdOf } from '../domain/token.js';
-import type { MariaDbSessionStore, OutboxAction, SessionStatements } from './mariadb-session-store.js';
-import type { ExpectedVersion, PatchResult, SessionStore, SubjectCursor, WriteResult } from './session-store.js';
+import type { OutboxAction, OutboxRepository } from './outbox.js';
+import type { OutboxReplayTarget } from './outbox-worker.js';
+import type {
+  ExpectedVersion,
+  PatchResult,
+  SessionStore,
+  SessionWrites,
+  SubjectCursor,
+  TransactionalSessionStore,
+  WriteResult,
+} from './session-store.js';
 
 /** A cache change owed after a commit: an outbox row until Redis took it. */
 interface CacheDebt {
@@ -48,12 +57,13 @@ export interface CachedSessionStoreOptions {
  * - every read checks expiry from the stored fields.
  * When Redis is unavailable every call is served by MariaDB alone.
  */
-export class CachedSessionStore implements SessionStore {
+export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
   readonly counters = new CacheCounters();
   private readonly touchWritesInFlight = new Set<string>();
 
   constructor(
-    private readonly db: MariaDbSessionStore,
+    private readonly db: TransactionalSessionStore,
+    private readonly outbox: OutboxRepository,
     private readonly redis: RedisGateway,
     private readonly options: CachedSessionStoreOptions,
     private readonly log: Logger,
@@ -255,7 +265,7 @@ export class CachedSessionStore implements SessionStore {
    * A change and its outbox rows commit together; then Redis is told. Only what Redis
    * acknowledged leaves the outbox — the outbox worker replays the rest.
    */
-  private async write<T>(change: (tx: SessionStatements) => Promise<{ result: T; debts: CacheDebt[] }>): Promise<T> {
+  private async write<T>(change: (tx: SessionWrites) => Promise<{ result: T; debts: CacheDebt[] }>): Promise<T> {
     const { result, owed } = await this.db.transaction(async (tx) => {
       const { result, debts } = await change(tx);
       const owed: Array<CacheDebt & { id: number }> = [];
@@ -274,12 +284,12 @@ export class CachedSessionStore implements SessionStore {
       const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true) })));
       const paid = results.filter((r) => r.paid).map((r) => r.id);
       const unpaid = results.filter((r) => !r.paid).map((r) => r.id);
-      if (paid.length > 0) this.db.deleteOutbox(paid).catch(() => undefined); // a leftover row is replayed: harmless
+      if (paid.length > 0) this.outbox.delete(paid).catch(() => undefined); // a leftover row is replayed: harmless
       // Redis did not take it: make the row due at once, so that the outbox worker of any
       // replica that reaches Redis replays it at its next tick.
       if (unpaid.length > 0) {
         this.counters.fallbacks += 1;
-        this.db.markOutboxDue(unpaid).catch(() => undefined);
+        this.outbox.markDue(unpaid).catch(() => undefined);
       }
     }
     return result;

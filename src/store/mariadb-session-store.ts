@@ -12,7 +12,8 @@ import {
   type SessionKey,
   type SessionRecord,
 } from '../domain/session.js';
-import type { ExpectedVersion, PatchResult, SessionStore, SubjectCursor, WriteResult } from './session-store.js';
+import type { OutboxAction, OutboxRepository, OutboxRow } from './outbox.js';
+import type { ExpectedVersion, PatchResult, SessionWrites, SubjectCursor, TransactionalSessionStore, WriteResult } from './session-store.js';
 
 /** How many rotation-grace hops a read follows (a session rotated twice within the grace). */
 const MAX_GRACE_HOPS = 3;
@@ -68,23 +69,10 @@ function affectedRows(result: unknown): number {
 }
 
 /**
- * What Redis owes a committed change: drop the entry (keeping the touch register), plant a
- * tombstone, or — for an id created anew under a chosen token — clear everything the id's
- * earlier life left there, a tombstone and touch register included.
- */
-export type OutboxAction = 'invalidate' | 'tombstone' | 'clear';
-
-export interface OutboxRow {
-  id: number;
-  key: SessionKey;
-  action: OutboxAction;
-}
-
-/**
  * The store's statements on one connection (a transaction, or the pool for single statements).
  * Conditional writes are single UPDATEs; the result is read back on the same connection.
  */
-export class SessionStatements {
+export class SessionStatements implements SessionWrites {
   constructor(private readonly db: Db) {}
 
   async selectLive(key: SessionKey, now: Date, forUpdate = false): Promise<SessionRecord | null> {
@@ -320,7 +308,7 @@ export interface MariaDbSessionStoreOptions {
 }
 
 /** The authority: every session lives here. */
-export class MariaDbSessionStore implements SessionStore {
+export class MariaDbSessionStore implements TransactionalSessionStore {
   /**
    * The uncapped create, built once: drizzle assembling the INSERT on every call was ~15 % of
    * the service's CPU per create (docs/benchmarks.md); a prepared query only fills its values.
@@ -352,7 +340,7 @@ export class MariaDbSessionStore implements SessionStore {
   }
 
   /** Runs several statements in one transaction (the cache tier adds its outbox rows this way). */
-  transaction<T>(work: (tx: SessionStatements) => Promise<T>): Promise<T> {
+  transaction<T>(work: (tx: SessionWrites) => Promise<T>): Promise<T> {
     return this.database.transaction((db) => work(new SessionStatements(db)));
   }
 
@@ -437,28 +425,33 @@ export class MariaDbSessionStore implements SessionStore {
     );
     return sessionsDeleted + affectedRows(forgotten);
   }
+}
+
+/** The cache's outbox in MariaDB (the cache_outbox table); rows are written by SessionWrites.recordOutbox. */
+export class MariaDbOutbox implements OutboxRepository {
+  constructor(private readonly database: Database) {}
 
   /** Outbox rows older than `before`, oldest first. */
-  async dueOutbox(before: Date, limit: number): Promise<OutboxRow[]> {
+  async due(before: Date, limit: number): Promise<OutboxRow[]> {
     const rows = await this.database.run((db) =>
       db.select().from(cacheOutbox).where(lt(cacheOutbox.createdAt, before)).orderBy(asc(cacheOutbox.id)).limit(limit),
     );
     return rows.map((r) => ({ id: r.id, key: { namespace: r.namespace, idHash: r.idHash }, action: r.action }));
   }
 
-  async deleteOutbox(ids: number[]): Promise<void> {
+  async delete(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.database.run((db) => db.delete(cacheOutbox).where(inArray(cacheOutbox.id, ids)));
   }
 
   /** Makes rows due for replay now, ahead of the age that normally lets their writer finish. */
-  async markOutboxDue(ids: number[]): Promise<void> {
+  async markDue(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.database.run((db) => db.update(cacheOutbox).set({ createdAt: new Date(0) }).where(inArray(cacheOutbox.id, ids)));
   }
 
   /** Rows in the outbox (for metrics and tests). */
-  async outboxSize(): Promise<number> {
+  async size(): Promise<number> {
     const rows = await this.database.run((db) => db.select({ n: sql<number>`COUNT(*)` }).from(cacheOutbox));
     return Number(rows[0]?.n ?? 0);
   }

@@ -1,4 +1,5 @@
 import type { SessionData, SessionKey, SessionRecord } from '../domain/session.js';
+import type { OutboxAction } from './outbox.js';
 
 /** Which versions a conditional write accepts: a list from If-Match, or any version (`*`). */
 export type ExpectedVersion = { any: true } | { any: false; versions: number[] };
@@ -72,4 +73,30 @@ export interface SessionStore {
   revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number>;
   /** Deletes up to `batchSize` rows that expired or were revoked before `before`; returns the count. */
   sweepBatch(before: Date, batchSize: number): Promise<number>;
+}
+
+/**
+ * The writes of one transaction of the authoritative store. The cache tier composes them with
+ * its outbox rows, so that a change and what Redis is owed for it commit together.
+ */
+export interface SessionWrites {
+  /** Inserts a session; with `maxPerSubject`, revokes the subject's oldest beyond it. Returns the revoked keys. */
+  insert(session: SessionRecord, maxPerSubject?: number): Promise<SessionKey[]>;
+  /** Like insert, unless the id is taken (SessionExistsError). */
+  insertIfAbsent(session: SessionRecord, maxPerSubject?: number): Promise<SessionKey[]>;
+  replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult>;
+  patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult>;
+  destroy(key: SessionKey, now: Date): Promise<boolean>;
+  rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds?: number): Promise<SessionRecord | null>;
+  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ keys: SessionKey[]; revoked: number }>;
+  /** Writes an outbox row in this transaction; returns its id. */
+  recordOutbox(key: SessionKey, action: OutboxAction): Promise<number>;
+}
+
+/** The authoritative store (MariaDB) as the cache tier in front of it uses it. */
+export interface TransactionalSessionStore extends SessionStore {
+  /** Runs `work` in one transaction: all of it commits, or none. */
+  transaction<T>(work: (tx: SessionWrites) => Promise<T>): Promise<T>;
+  /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
+  persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean>;
 }

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp, REDACTED_LOG_PATHS } from '../../src/app.js';
 import { mintApiKey, type ApiKeyEntry } from '../../src/auth/api-keys.js';
 import { buildConfig, type Config } from '../../src/config/config.js';
-import type { PolicyOverrides } from '../../src/config/policies.js';
+import type { PolicyOverrides } from '../../src/domain/policies.js';
 import { migratedDatabase } from './mariadb.js';
 
 export const KEY_A = mintApiKey('app-a', 'tenant-a');

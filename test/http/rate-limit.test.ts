@@ -8,7 +8,7 @@ import { buildApp } from '../../src/app.js';
 import { RateLimitStore } from '../../src/cache/rate-limit-store.js';
 import { mintApiKey } from '../../src/auth/api-keys.js';
 import type { Config } from '../../src/config/config.js';
-import { NamespacePolicies, type PolicyOverrides } from '../../src/config/policies.js';
+import { NamespacePolicies, type PolicyOverrides } from '../../src/domain/policies.js';
 import { auth, KEY_A, KEY_A2, KEY_B, testApp, testConfig } from '../helpers/app.js';
 import { migratedDatabase } from '../helpers/mariadb.js';
 import { privateRedis } from '../helpers/redis.js';

@@ -6,8 +6,8 @@ import { sessionKeys } from '../../src/cache/redis-entry.js';
 import { Database } from '../../src/db/database.js';
 import type { SessionKey } from '../../src/domain/session.js';
 import { CachedSessionStore } from '../../src/store/cached-session-store.js';
-import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
-import { OutboxWorker } from '../../src/cache/outbox-worker.js';
+import { MariaDbOutbox, MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
+import { OutboxWorker } from '../../src/store/outbox-worker.js';
 import { migratedDatabase } from '../helpers/mariadb.js';
 import { gatewayOptions, privateRedis, sharedRedisUrl, testGateway } from '../helpers/redis.js';
 import { newRecord } from './session-store-contract.js';
@@ -28,8 +28,10 @@ async function setup(t: Test, opts: SetupOptions = {}) {
   const db = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: TH });
   const redisUrl = opts.redisUrl ?? (await sharedRedisUrl(t));
   const gateway = await testGateway(t, gatewayOptions({ url: redisUrl }));
+  const outbox = new MariaDbOutbox(database);
   const cached = new CachedSessionStore(
     db,
+    outbox,
     gateway,
     { touchPersistThresholdSeconds: TH, beforeInstall: opts.beforeInstall, afterCommit: opts.afterCommit },
     log,
@@ -37,7 +39,7 @@ async function setup(t: Test, opts: SetupOptions = {}) {
   const raw = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
   raw.on('error', () => undefined); // tests kill this Redis on purpose
   t.teardown(() => raw.disconnect());
-  return { database, db, gateway, cached, raw };
+  return { database, db, outbox, gateway, cached, raw };
 }
 
 /** A gate a test opens by hand: a fill waits on it between its MariaDB read and its Redis install. */
@@ -182,7 +184,7 @@ function longSession(): { s: ReturnType<typeof newRecord>; at: (seconds: number)
 }
 
 t.test('an outbox replay of an invalidation Redis already took keeps the touches MariaDB lacks', async (t) => {
-  const { cached, db } = await setup(t);
+  const { cached, db, outbox } = await setup(t);
   const { s, at } = longSession();
   await cached.create(s);
   t.equal((await cached.replaceData(s, { v: 2 }, { any: true }, at(0))).kind, 'ok');
@@ -193,7 +195,7 @@ t.test('an outbox replay of an invalidation Redis already took keeps the touches
   const touched = await cached.touch(s, at(TH / 2));
   t.same(touched?.idleExpiresAt, at(TH / 2 + 1800), 'the touch slid the expiry in Redis');
   t.same((await db.get(s, at(TH / 2)))?.idleExpiresAt, at(1800), 'below the threshold: not written to MariaDB');
-  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
   t.equal(await worker.replay(), 1, 'the worker replays the leftover row');
   const read = await cached.get(s, at(TH / 2 + 1));
   t.same(read?.idleExpiresAt, at(TH / 2 + 1800), 'a read after the replay shows the touched expiry, not MariaDB\'s older one');
@@ -258,7 +260,7 @@ t.test('a touch lost with Redis costs at most the write-behind threshold', async
 
 t.test('Redis killed: every call succeeds from MariaDB, the outbox keeps the invalidations, recovery replays them', async (t) => {
   const redis = await privateRedis(t);
-  const { cached, db, raw: _raw } = await setup(t, { redisUrl: redis.url });
+  const { cached, db, raw: _raw, outbox } = await setup(t, { redisUrl: redis.url });
   const now = new Date();
   const a = newRecord(now, { data: { n: 1 } });
   const b = newRecord(now);
@@ -277,24 +279,24 @@ t.test('Redis killed: every call succeeds from MariaDB, the outbox keeps the inv
   await cached.create(c);
   t.ok(await cached.get(c, now));
   t.ok(Date.now() - started < 2000, `no call waited on the dead Redis (${Date.now() - started} ms in all)`);
-  t.equal(await db.outboxSize(), 2, 'two invalidations wait in the outbox');
+  t.equal(await outbox.size(), 2, 'two invalidations wait in the outbox');
 
   // Redis comes back empty (no persistence); the worker replays and empties the outbox.
   await redis.restart();
-  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
-  for (let i = 0; i < 100 && (await db.outboxSize()) > 0; i++) {
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  for (let i = 0; i < 100 && (await outbox.size()) > 0; i++) {
     await worker.replay().catch(() => 0);
     await new Promise((r) => setTimeout(r, 50));
   }
-  t.equal(await db.outboxSize(), 0, 'outbox drained after recovery');
+  t.equal(await outbox.size(), 0, 'outbox drained after recovery');
   t.ok(cached.counters.outboxReplayed >= 2);
   t.equal(await cached.get(b, now), null, 'the destroyed session stays gone');
 });
 
 t.test('Redis paused across a destroy: the stale entry is fenced and replaced by the tombstone on recovery', async (t) => {
   const redis = await privateRedis(t);
-  const { cached, db, gateway, raw } = await setup(t, { redisUrl: redis.url });
-  const worker = new OutboxWorker(db, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  const { cached, db, gateway, raw, outbox } = await setup(t, { redisUrl: redis.url });
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
   gateway.onRecover = async () => {
     await worker.replay(true);
   };
@@ -306,14 +308,14 @@ t.test('Redis paused across a destroy: the stale entry is fenced and replaced by
   const started = Date.now();
   t.equal(await cached.destroy(s, now), true, 'destroy succeeds with Redis paused');
   t.ok(Date.now() - started < 1000, `within the Redis timeouts (${Date.now() - started} ms)`);
-  t.equal(await db.outboxSize(), 1, 'the tombstone waits in the outbox');
+  t.equal(await outbox.size(), 1, 'the tombstone waits in the outbox');
   t.equal(await cached.get(s, now), null, 'reads fall back to MariaDB: gone');
   redis.kill('SIGCONT');
   // Until the breaker's recovery probe has replayed the outbox, reads stay on MariaDB.
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
     t.equal(await cached.get(s, now), null);
-    if ((await db.outboxSize()) === 0 && gateway.breaker.state === 'closed') break;
+    if ((await outbox.size()) === 0 && gateway.breaker.state === 'closed') break;
     await new Promise((r) => setTimeout(r, 50));
   }
   t.equal(gateway.breaker.state, 'closed', 'Redis is trusted again');

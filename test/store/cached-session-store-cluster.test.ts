@@ -2,7 +2,7 @@ import t from 'tap';
 import pino from 'pino';
 import { Database } from '../../src/db/database.js';
 import { CachedSessionStore } from '../../src/store/cached-session-store.js';
-import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
+import { MariaDbOutbox, MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
 import { migratedDatabase } from '../helpers/mariadb.js';
 import { gatewayOptions, privateCluster, testGateway } from '../helpers/redis.js';
 import { sessionStoreContract } from './session-store-contract.js';
@@ -18,7 +18,7 @@ sessionStoreContract(t, async (t) => {
   const url = await migratedDatabase(t);
   const database = new Database({ url, poolSize: 8, acquireTimeoutMs: 2000, queryTimeoutMs: 5000, connectTimeoutMs: 2000 });
   t.teardown(() => database.close());
-  const store = new CachedSessionStore(new MariaDbSessionStore(database, { touchPersistThresholdSeconds: 60 }), gateway, { touchPersistThresholdSeconds: 60 }, log);
+  const store = new CachedSessionStore(new MariaDbSessionStore(database, { touchPersistThresholdSeconds: 60 }), new MariaDbOutbox(database), gateway, { touchPersistThresholdSeconds: 60 }, log);
   stores.push(store);
   return { store, touchPersistThresholdSeconds: 60 };
 });

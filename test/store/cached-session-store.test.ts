@@ -2,7 +2,7 @@ import t from 'tap';
 import pino from 'pino';
 import { Database } from '../../src/db/database.js';
 import { CachedSessionStore } from '../../src/store/cached-session-store.js';
-import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
+import { MariaDbOutbox, MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
 import { migratedDatabase } from '../helpers/mariadb.js';
 import { gatewayOptions, sharedRedisUrl, testGateway } from '../helpers/redis.js';
 import { sessionStoreContract } from './session-store-contract.js';
@@ -17,7 +17,7 @@ sessionStoreContract(t, async (t) => {
   t.teardown(() => database.close());
   const db = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: 60 });
   return {
-    store: new CachedSessionStore(db, gateway, { touchPersistThresholdSeconds: 60 }, pino({ level: 'silent' })),
+    store: new CachedSessionStore(db, new MariaDbOutbox(database), gateway, { touchPersistThresholdSeconds: 60 }, pino({ level: 'silent' })),
     touchPersistThresholdSeconds: 60,
   };
 });

@@ -1,6 +1,7 @@
-import { ConfigError } from '../config/config-error.js';
-import { parsePolicyOverrides, type PolicyOverrides } from '../config/policies.js';
-import type { ApiKeyEntry } from './api-keys.js';
+import type { ApiKeyEntry } from '../auth/api-keys.js';
+import type { PolicyOverrides } from '../domain/policies.js';
+import { ConfigError } from './config-error.js';
+import { parsePolicyOverrides } from './policies.js';
 
 export interface KeysFile {
   keys: ApiKeyEntry[];

@@ -1,6 +1,13 @@
 import type { Logger } from 'pino';
-import type { CachedSessionStore } from '../store/cached-session-store.js';
-import type { MariaDbSessionStore } from '../store/mariadb-session-store.js';
+import type { SessionKey } from '../domain/session.js';
+import type { OutboxAction, OutboxRepository } from './outbox.js';
+
+/** Where the worker replays rows to: the cached store. */
+export interface OutboxReplayTarget {
+  /** True when Redis took the invalidation or tombstone. `force` skips the breaker. */
+  applyToCache(key: SessionKey, action: OutboxAction, force: boolean): Promise<boolean>;
+  readonly counters: { outboxReplayed: number };
+}
 
 export interface OutboxWorkerOptions {
   intervalMs: number;
@@ -20,8 +27,8 @@ export class OutboxWorker {
   private stopped = false;
 
   constructor(
-    private readonly db: MariaDbSessionStore,
-    private readonly cache: CachedSessionStore,
+    private readonly outbox: OutboxRepository,
+    private readonly cache: OutboxReplayTarget,
     private readonly options: OutboxWorkerOptions,
     private readonly log: Logger,
   ) {}
@@ -53,7 +60,7 @@ export class OutboxWorker {
     let replayed = 0;
     for (;;) {
       const before = new Date(Date.now() - (everything ? -1000 : this.options.minAgeMs));
-      const rows = await this.db.dueOutbox(before, this.options.batchSize);
+      const rows = await this.outbox.due(before, this.options.batchSize);
       const done: number[] = [];
       for (const row of rows) {
         if (!(await this.cache.applyToCache(row.key, row.action, everything))) {
@@ -62,7 +69,7 @@ export class OutboxWorker {
         }
         done.push(row.id);
       }
-      await this.db.deleteOutbox(done);
+      await this.outbox.delete(done);
       replayed += done.length;
       this.cache.counters.outboxReplayed += done.length;
       if (done.length < this.options.batchSize || done.length < rows.length) break;
