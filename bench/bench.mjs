@@ -192,21 +192,17 @@ async function startService(env = {}, nodeArgs = []) {
   };
 }
 
-async function startBaseline(mode, env) {
+/** A bench/ server script as a child process on a free port, once it answers GET /. */
+async function startScript(script, env, name) {
   const port = await freePort();
-  const proc = spawnChild(['bench/baseline-server.mjs'], { BASELINE: mode, PORT: String(port), ...env }, `baseline-${mode}`);
+  const proc = spawnChild([script], { PORT: String(port), ...env }, name);
   const url = `http://${LOOPBACK}:${port}`;
   await waitHttp(`${url}/`, proc);
   return { ...proc, url };
 }
 
-async function startApp(store, env) {
-  const port = await freePort();
-  const proc = spawnChild(['bench/express-app.mjs'], { STORE: store, PORT: String(port), ...env }, `express-${store}`);
-  const url = `http://${LOOPBACK}:${port}`;
-  await waitHttp(`${url}/`, proc);
-  return { ...proc, url };
-}
+const startBaseline = (mode, env) => startScript('bench/baseline-server.mjs', { BASELINE: mode, ...env }, `baseline-${mode}`);
+const startApp = (store, env) => startScript('bench/express-app.mjs', { STORE: store, ...env }, `express-${store}`);
 
 // ---------------------------------------------------------------------------------------------
 // Sessions
