@@ -1,6 +1,6 @@
 import mariadb, { type Connection, type Pool, type PoolConnection } from 'mariadb';
 import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
-import { StoreUnavailableError } from '../domain/errors.js';
+import { DomainError, StoreUnavailableError } from '../domain/errors.js';
 
 export type Db = MySqlRemoteDatabase;
 
@@ -82,6 +82,52 @@ export function errnoOf(err: unknown): number | undefined {
   return e?.errno ?? e?.cause?.errno;
 }
 
+/**
+ * A MariaDB error as it may be logged: its codes and which statement failed, never the
+ * statement's values. drizzle's error message lists the parameters, and the server's message
+ * can quote them ("Duplicate entry 'shop-…'"): session data, subjects and IPs would reach the
+ * logs. errno stays, so callers still tell a duplicate key or a deadlock apart.
+ */
+export class DatabaseError extends Error {
+  readonly code: string | undefined;
+  readonly errno: number | undefined;
+  readonly sqlState: string | undefined;
+  /** The statement's verb and table, e.g. "insert sessions". */
+  readonly statement: string;
+
+  constructor(driver: { code?: string; errno?: number; sqlState?: string }, statement: string) {
+    super(`MariaDB error ${driver.code ?? 'unknown'} (errno ${driver.errno ?? '?'}, SQLSTATE ${driver.sqlState ?? '?'}) in ${statement}`);
+    this.name = 'DatabaseError';
+    this.code = driver.code;
+    this.errno = driver.errno;
+    this.sqlState = driver.sqlState;
+    this.statement = statement;
+  }
+}
+
+/** Names a statement by its verb and first table, from its SQL text (values are placeholders there, never read). */
+export function statementName(sql: string | undefined): string {
+  const verb = /^\s*(\w+)/.exec(sql ?? '')?.[1]?.toLowerCase() ?? 'statement';
+  const table = /\b(?:from|into|update)\s+`?(\w+)/i.exec(sql ?? '')?.[1];
+  return table === undefined ? verb : `${verb} ${table}`;
+}
+
+type DriverError = { code?: string; errno?: number; sqlState?: string; query?: string; sql?: string; cause?: unknown };
+
+/** What leaves this module: StoreUnavailableError, a DatabaseError without values, or a non-database error as it was. */
+function storeError(err: unknown): unknown {
+  if (isUnavailable(err)) return new StoreUnavailableError();
+  if (err instanceof DatabaseError || err instanceof DomainError || typeof err !== 'object' || err === null) return err;
+  // drizzle's DrizzleQueryError carries the SQL text (`query`); the connector's error, its cause, the codes.
+  let sql: string | undefined;
+  for (let e = err as DriverError | undefined, depth = 0; typeof e === 'object' && e !== null && depth < 4; depth++) {
+    sql ??= e.query ?? e.sql;
+    if (e.errno !== undefined || e.sqlState !== undefined) return new DatabaseError(e, statementName(sql));
+    e = e.cause as DriverError | undefined;
+  }
+  return (err as DriverError).query === undefined ? err : new DatabaseError({}, statementName(sql));
+}
+
 const DEADLOCK_ERRNO = 1213;
 /** The URL as a URL; config validated it, and an error never echoes it (it holds the password). */
 function databaseUrl(value: string): URL {
@@ -125,6 +171,8 @@ export class Database {
       // A dead server must cost a request milliseconds; do not queue behind reconnect attempts.
       initializationTimeout: options.connectTimeoutMs,
       leakDetectionTimeout: 0,
+      // The connector's error messages would list the statement's values.
+      logParam: false,
     });
     this.db = drizzle(callbackFor(this.pool));
     this.deadlineMs = options.acquireTimeoutMs + options.queryTimeoutMs;
@@ -144,7 +192,7 @@ export class Database {
     try {
       return await this.withDeadline(work(this.db));
     } catch (err) {
-      throw isUnavailable(err) ? new StoreUnavailableError() : err;
+      throw storeError(err);
     }
   }
 
@@ -174,7 +222,7 @@ export class Database {
           await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
           continue;
         }
-        throw isUnavailable(err) ? new StoreUnavailableError() : err;
+        throw storeError(err);
       } finally {
         if (conn !== undefined) await conn.release().catch(() => undefined);
       }
@@ -188,7 +236,7 @@ export class Database {
       conn = await this.pool.getConnection();
       return await work(conn);
     } catch (err) {
-      throw isUnavailable(err) ? new StoreUnavailableError() : err;
+      throw storeError(err);
     } finally {
       if (conn !== undefined) await conn.release().catch(() => undefined);
     }

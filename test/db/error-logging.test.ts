@@ -1,0 +1,52 @@
+import t from 'tap';
+import pino from 'pino';
+import { randomBytes } from 'node:crypto';
+import { Database, DUPLICATE_KEY_ERRNO, errnoOf } from '../../src/db/database.js';
+import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
+import { auth, testApp } from '../helpers/app.js';
+import { migratedDatabase, query } from '../helpers/mariadb.js';
+import { newRecord } from '../store/session-store-contract.js';
+
+// Values no log line may ever hold: a subject, session data and an IP.
+const SUBJECT = 'marked-subject-7f3a9c';
+const DATA = 'data-value-5c1e0b';
+const IP = '198.51.100.77';
+
+t.test('a failing statement is logged with its codes and name, never its values', async (t) => {
+  const { app, url, logs } = await testApp(t);
+  // The table refuses this subject: the INSERT fails inside MariaDB, not for want of a connection.
+  await query(url, "ALTER TABLE sessions ADD CONSTRAINT refuse_marked CHECK (subject IS NULL OR subject NOT LIKE 'marked-%')");
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/sessions',
+    headers: { ...auth(), 'content-type': 'application/json' },
+    payload: JSON.stringify({ subject: SUBJECT, data: { secret: DATA }, metadata: { ip: IP } }),
+  });
+  t.equal(res.statusCode, 500);
+  t.equal(res.json().code, 'internal_error');
+  for (const value of [SUBJECT, DATA, IP]) t.notOk(res.body.includes(value), `the answer does not hold ${value}`);
+  const all = logs.join('');
+  for (const value of [SUBJECT, DATA, IP]) t.notOk(all.includes(value), `no log line holds ${value}`);
+  const line = logs.map((l) => JSON.parse(l) as { msg: string; err?: Record<string, unknown> }).find((l) => l.msg === 'unhandled error');
+  t.ok(line, 'the error was logged');
+  t.match(line?.err, { type: 'DatabaseError', errno: 4025, sqlState: '23000', statement: 'insert sessions' }, 'with its codes and which statement');
+});
+
+t.test("a server message quoting a value (a duplicate key) is not logged, and errno still says what happened", async (t) => {
+  const url = await migratedDatabase(t);
+  const database = new Database({ url, poolSize: 2, acquireTimeoutMs: 2000, queryTimeoutMs: 5000, connectTimeoutMs: 2000 });
+  t.teardown(() => database.close());
+  const store = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: 60 });
+  const namespace = `ns-${randomBytes(4).toString('hex')}`;
+  const s = newRecord(new Date(), { namespace, subject: SUBJECT });
+  await store.create(s);
+  const err = await store.create(s).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof Error, 'the second insert of one id fails');
+  t.equal(errnoOf(err), DUPLICATE_KEY_ERRNO);
+  const logged = JSON.stringify(pino.stdSerializers.err(err as Error));
+  for (const value of [namespace, SUBJECT, IP, s.idHash.toString('hex')]) t.notOk(logged.includes(value), `the logged error does not hold ${value}`);
+  t.match(logged, /insert sessions/);
+});
