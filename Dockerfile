@@ -6,7 +6,10 @@
 # Both images are built from the same commit and lockfile; deploy/ runs the migrate image as a
 # Job before rolling out the runtime image. Neither writes to its root filesystem at run time.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24 (the current LTS; Node 20 reached its end of life in April 2026), pinned by the
+# multi-arch index digest docker-library/repo-info records for node:24-bookworm-slim (Node 24.18.1,
+# built 2026-07-30). A tag alone can change under the same name: bump the digest on purpose.
+ARG NODE_IMAGE=node:24-bookworm-slim@sha256:235600a8101ab264e117b1768e925532262668dc9b581ef1dd7d96ced463b8e7
 
 # deps: every dependency, dev ones included, exactly as package-lock.json pins them. Shared by
 # `build` and `migrate-deps` so the full install runs once.

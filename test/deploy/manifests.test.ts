@@ -366,11 +366,12 @@ t.test('the service Deployment matches the service', async (t) => {
   const heap = Number(/--max-old-space-size=(\d+)/.exec(env.NODE_OPTIONS ?? '')?.[1]);
   t.ok(heap > 0 && heap < 0.8 * mebibytes(container.resources.limits.memory), `V8 heap (${heap} MiB) well inside the memory limit`);
 
-  // The ConfigMap holds the service's own defaults.
+  // The ConfigMap holds the service's own defaults, but for the API reference page: off in a deployment.
   for (const cm of all(service, 'ConfigMap')) {
     const redis = { REDIS_URL: 'redis://cache:6379' }; // so that the Redis settings are read too
     const base = { DATABASE_URL: 'mysql://u:p@db:3306/sessiond', ...redis };
-    t.same(buildConfig({ ...base, ...cm.data }, config.apiKeys), buildConfig(base, config.apiKeys), `${cm.metadata.name}: every value is the default`);
+    t.equal(cm.data?.DOCS_ENABLED, 'false', `${cm.metadata.name}: /docs is off`);
+    t.same(buildConfig({ ...base, ...cm.data }, config.apiKeys), buildConfig({ ...base, DOCS_ENABLED: 'false' }, config.apiKeys), `${cm.metadata.name}: every other value is the default`);
   }
 
   // Ports.
@@ -386,6 +387,14 @@ t.test('the service Deployment matches the service', async (t) => {
   t.equal(annotations['prometheus.io/path'], METRICS_PATH, `prometheus.io/path is the service's ${METRICS_PATH}`);
   const runtime = dockerfileStages().get('runtime') ?? [];
   t.ok(runtime.some((i) => i.keyword === 'EXPOSE' && i.rest.split(/\s+/).includes(String(defaults.port))), 'the runtime image EXPOSEs the port');
+  // Every stage starts from the current Node LTS, pinned by digest, or from an earlier stage.
+  const image = /^ARG NODE_IMAGE=(\S+)$/m.exec(readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8'))?.[1];
+  t.match(image, /^node:24-[a-z0-9.-]+@sha256:[0-9a-f]{64}$/, 'the base image is Node 24, pinned by digest');
+  const stages = [...dockerfileStages()];
+  stages.forEach(([name, instructions], i) => {
+    const from = instructions[0]?.rest.split(/\s+/)[0] ?? '';
+    t.ok(from === '${NODE_IMAGE}' || stages.slice(0, i).some(([earlier]) => earlier === from), `stage ${name} starts from NODE_IMAGE or an earlier stage`);
+  });
 
   // Probes: on the http port, at routes the app serves.
   const app = await buildApp(
