@@ -236,7 +236,10 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
   destroy(key: SessionKey, now: Date): Promise<boolean> {
     return this.write(async (tx) => {
       const result = await tx.destroy(key, now);
-      return { result, debts: result ? [{ key, action: 'tombstone' }] : [] };
+      // A tombstone even when nothing was live: an earlier write that revoked the session (a
+      // rotate answered 503 that committed late) may not have reached Redis yet, and after a
+      // 204 no replica may show the session again (G2). Unknown ids cost a short-lived key.
+      return { result, debts: [{ key, action: 'tombstone' }] };
     });
   }
 

@@ -143,6 +143,24 @@ t.test('a write marker never replaces a tombstone', async (t) => {
   t.equal(await cached.get(s, now), null);
 });
 
+t.test('a destroy of a session an unreplayed write already revoked still tombstones its stale entry', async (t) => {
+  const { cached, db, raw } = await setup(t);
+  const now = new Date();
+  const s = newRecord(now);
+  const entry = sessionKeys(s).entry;
+  await cached.create(s);
+  // Warm: Redis holds the live entry (a loaded machine may time out an install; fill again).
+  for (let i = 0; i < 20 && (await raw.hexists(entry, 'd')) === 0; i++) await cached.get(s, now);
+  t.equal(await raw.hexists(entry, 'd'), 1, 'Redis holds the entry');
+  // A rotate whose request timed out (503) commits late: MariaDB revoked the id, and its
+  // tombstone waits in the outbox (here: was never sent).
+  t.ok(await db.rotate(s, randomBytes(32), now));
+  t.ok(await cached.get(s, now), 'the stale entry still answers until the outbox is replayed');
+  t.equal(await cached.destroy(s, now), false, 'the destroy finds nothing live to revoke');
+  t.same(await raw.hgetall(entry), { t: '1' }, 'yet plants the tombstone');
+  t.equal(await cached.get(s, now), null, 'so after its 204 no read shows the session again');
+});
+
 t.test('rotate tombstones the old id in Redis', async (t) => {
   const { cached, raw } = await setup(t);
   const now = new Date();
