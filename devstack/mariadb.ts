@@ -76,6 +76,9 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
   const logFile = path.join(dir, 'mariadbd.log');
   const installLog = path.join(dir, 'install-db.log');
   const pidFile = path.join(dir, 'mariadbd.pid');
+  // A private temp folder: the OS one is shared with every other process (and their cleanups).
+  const tmpDir = path.join(dir, 'tmp');
+  mkdirSync(tmpDir, { recursive: true });
 
   // Unix socket paths are limited to 107 bytes; fall back to a short folder under the OS temp dir.
   let socketPath = path.join(dir, 'mysqld.sock');
@@ -93,6 +96,7 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
       [
         '--no-defaults', // must be first
         `--datadir=${dataDir}`,
+        `--tmpdir=${tmpDir}`,
         `--user=${currentUser()}`,
         '--auth-root-authentication-method=normal', // root@localhost/127.0.0.1/::1 with empty password, not unix_socket
         '--skip-test-db',
@@ -125,7 +129,7 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
         `--bind-address=${LOOPBACK}`,
         `--socket=${socketPath}`,
         `--pid-file=${pidFile}`,
-        `--tmpdir=${os.tmpdir()}`,
+        `--tmpdir=${tmpDir}`,
         '--skip-name-resolve',
         '--skip-log-bin',
         '--default-time-zone=+00:00',
