@@ -95,6 +95,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
     logController: new RequestLogController(config.logRequests),
+    // A client that trickles its request, or holds an idle connection, cannot hold a socket forever.
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.connectionTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
     // Data is capped at dataMaxBytes as stored JSON; leave room for escaping and the envelope.
     bodyLimit: config.sessions.dataMaxBytes * 4 + 16 * 1024,
     // genReqId reads x-request-id itself so that only well-formed ids are echoed into logs.

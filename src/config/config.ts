@@ -45,6 +45,12 @@ export interface Config {
   sweeper: { intervalSeconds: number; batchSize: number; maxRowsPerSecond: number };
   db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
   shutdownTimeoutMs: number;
+  /** The whole request (headers and body) must arrive within this; 0 = no limit. */
+  requestTimeoutMs: number;
+  /** A connection idle this long is closed (slowloris); 0 = no limit. */
+  connectionTimeoutMs: number;
+  /** Keep-alive idle time: longer than a load balancer's (AWS ALB 60 s), so the balancer closes first. */
+  keepAliveTimeoutMs: number;
   /** /metrics: on the main port, or on a port of its own when set. */
   metrics: { port: number | undefined };
   /** The API reference page at /docs (and the document at /docs/json). */
@@ -245,6 +251,9 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
       connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 1000, 10, 60_000),
     },
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 10_000, 0, 600_000),
+    connectionTimeoutMs: integer(env, 'CONNECTION_TIMEOUT_MS', 120_000, 0, 3_600_000),
+    keepAliveTimeoutMs: integer(env, 'KEEP_ALIVE_TIMEOUT_MS', 65_000, 1, 3_600_000),
     metrics: { port: raw(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535) },
     docs: { enabled: boolean(env, 'DOCS_ENABLED', true) },
   };
