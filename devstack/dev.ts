@@ -178,7 +178,8 @@ async function main(): Promise<number> {
 
   const port = process.env.PORT || '8080';
   const host = process.env.HOST && !['0.0.0.0', '::', '[::]'].includes(process.env.HOST) ? process.env.HOST : '127.0.0.1';
-  const env = { ...process.env, DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, API_KEYS_FILE: apiKeysFile };
+  // The service's own default is every interface (a Kubernetes probe needs it); a dev server stays on loopback.
+  const env = { ...process.env, HOST: host, DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, API_KEYS_FILE: apiKeysFile };
   app = spawnReaped(process.execPath, [serverJs], { cwd: root, env, stdio: 'inherit' });
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
     app!.once('error', reject);
