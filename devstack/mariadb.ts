@@ -41,11 +41,12 @@ const isRoot = () => typeof process.getuid === 'function' && process.getuid() ==
 /** InnoDB sizes: small so that install and start are quick. Must match between install and start. */
 const INNODB_ARGS = ['--innodb-buffer-pool-size=64M', '--innodb-log-file-size=8M'];
 
-function mariadbProbe(port: number, pidFile: string, expectedPid: number): Promise<ProbeResult> {
+function mariadbProbe(port: number, pidFile: string, expectedPid: number, socketPath?: string): Promise<ProbeResult> {
   return (async () => {
     let conn: mariadb.Connection | undefined;
     try {
-      conn = await mariadb.createConnection({ host: LOOPBACK, port, user: 'root', password: '', connectTimeout: 1_000, socketTimeout: 5_000 });
+      const where = socketPath === undefined ? { host: LOOPBACK, port } : { socketPath };
+      conn = await mariadb.createConnection({ ...where, user: 'root', password: '', connectTimeout: 1_000, socketTimeout: 5_000 });
       const rows = (await conn.query('SELECT 1 AS one, @@pid_file AS pidFile')) as Array<{ one: number; pidFile: string }>;
       if (rows[0]?.pidFile !== pidFile) {
         return { ok: false, error: `port ${port} is answered by another MariaDB (pid file ${rows[0]?.pidFile})`, fatal: true } as const;
@@ -63,12 +64,34 @@ function mariadbProbe(port: number, pidFile: string, expectedPid: number): Promi
   })();
 }
 
+/** TLS for startMariaDb: these PEM files, and TCP clients must use TLS (require_secure_transport). */
+export interface MariaDbServerTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+}
+
+/**
+ * TLS arguments for mariadbd. With TLS required over TCP, the readiness probe and admin work go
+ * through the Unix socket (root there needs no TLS).
+ */
+function mariadbTlsArgs(serverTls: MariaDbServerTls | undefined): string[] {
+  if (!serverTls) return [];
+  return [
+    `--ssl-cert=${serverTls.certFile}`,
+    `--ssl-key=${serverTls.keyFile}`,
+    `--ssl-ca=${serverTls.caFile}`,
+    '--require-secure-transport=ON',
+  ];
+}
+
 /**
  * Initialises a fresh MariaDB data directory under baseDir and starts mariadbd on a free
  * loopback port (or opts.port). root@127.0.0.1 has an empty password; the server runs in UTC
- * with utf8mb4, no binlog and small InnoDB files.
+ * with utf8mb4, no binlog and small InnoDB files. With `tls`, TCP clients must use TLS (root
+ * then gets in over `socketPath` only, rootUrl does not work).
  */
-export async function startMariaDb(opts: { baseDir: string; port?: number; startTimeoutMs?: number }): Promise<MariaDbProcess> {
+export async function startMariaDb(opts: { baseDir: string; port?: number; startTimeoutMs?: number; tls?: MariaDbServerTls }): Promise<MariaDbProcess> {
   const mariadbd = requireBinary('mariadbd');
   const installDb = requireBinary('mariadb-install-db');
   const dir = await makeServerDir(opts.baseDir, 'mariadb-');
@@ -141,8 +164,9 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
         '--innodb-flush-log-at-trx-commit=2',
         ...INNODB_ARGS,
         ...(isRoot() ? ['--user=root'] : []), // mariadbd refuses to run as root without it
+        ...mariadbTlsArgs(opts.tls),
       ],
-      probe: (port, pid) => mariadbProbe(port, pidFile, pid),
+      probe: (port, pid) => mariadbProbe(port, pidFile, pid, opts.tls ? socketPath : undefined),
     },
     dir,
     opts.port ?? (await freePort()),

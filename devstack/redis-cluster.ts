@@ -12,10 +12,11 @@
  * single Redis, and a restarted node rejoins with its slots from its nodes.conf
  * (data is not persisted). Use waitForClusterReady() after such fault injection.
  */
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LOOPBACK } from './ports.js';
-import { startRedis, type RedisProcess } from './redis.js';
+import { startRedis, type RedisAccess, type RedisProcess, type RedisServerTls, type RedisServerUser } from './redis.js';
 
 const SLOT_COUNT = 16_384;
 const DEFAULT_MASTERS = 3;
@@ -58,10 +59,11 @@ function clusterNodeArgs(): string[] {
   ];
 }
 
-function adminClient(port: number): Redis {
+function adminClient({ port, access }: Pick<RedisProcess, 'port' | 'access'>): Redis {
   return new Redis({
     host: LOOPBACK,
     port,
+    ...accessOptions(access),
     lazyConnect: true,
     // RESP2: CLUSTER INFO is a plain bulk string (RESP3 would make it a verbatim string).
     protocol: 2,
@@ -73,8 +75,13 @@ function adminClient(port: number): Redis {
   });
 }
 
-async function withAdminClients<T>(ports: readonly number[], fn: (clients: Redis[]) => Promise<T>): Promise<T> {
-  const clients = ports.map(adminClient);
+/** ioredis options for a node's TLS and login (startRedis' `tls` and `user`). */
+export function accessOptions(access: RedisAccess): { tls?: RedisAccess['tls']; username?: string; password?: string } {
+  return { tls: access.tls, username: access.user?.name, password: access.user?.password };
+}
+
+async function withAdminClients<T>(nodes: readonly RedisProcess[], fn: (clients: Redis[]) => Promise<T>): Promise<T> {
+  const clients = nodes.map(adminClient);
   try {
     await Promise.all(clients.map((c) => c.connect()));
     return await fn(clients);
@@ -145,8 +152,9 @@ async function pollUntilReady(cluster: Pick<RedisClusterProcess, 'nodes' | 'slot
   for (;;) {
     const problems: string[] = [];
     await Promise.all(
-      cluster.nodes.map(async ({ port }) => {
-        const client = adminClient(port);
+      cluster.nodes.map(async (node) => {
+        const { port } = node;
+        const client = adminClient(node);
         try {
           await client.connect();
           const problem = await checkNode(client, port, owners, cluster.nodes.length);
@@ -170,16 +178,34 @@ async function pollUntilReady(cluster: Pick<RedisClusterProcess, 'nodes' | 'slot
  * Starts `masters` (default 3) cluster-enabled redis-server processes under baseDir, each in its
  * own folder on a free port (with a free bus port, port + 10000), and forms a cluster with no
  * replicas. Resolves once every node serves the complete slot map; on failure all nodes are
- * stopped and the error says which node was not ready and why.
+ * stopped and the error says which node was not ready and why. With `tls` every node speaks TLS
+ * only, the cluster bus included; with `user` every node wants that ACL login (see startRedis).
  */
-export async function startRedisCluster(opts: { baseDir: string; masters?: number; startTimeoutMs?: number }): Promise<RedisClusterProcess> {
+export async function startRedisCluster(opts: {
+  baseDir: string;
+  masters?: number;
+  startTimeoutMs?: number;
+  tls?: RedisServerTls;
+  user?: RedisServerUser;
+}): Promise<RedisClusterProcess> {
   const n = opts.masters ?? DEFAULT_MASTERS;
   const slotRanges = splitSlots(n);
   const timeoutMs = opts.startTimeoutMs ?? DEFAULT_CLUSTER_START_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
 
+  // Admin clients log in to every node with one password.
+  const adminPassword = randomBytes(18).toString('base64url');
   const started = await Promise.allSettled(
-    slotRanges.map(() => startRedis({ baseDir: opts.baseDir, extraArgs: clusterNodeArgs(), startTimeoutMs: timeoutMs })),
+    slotRanges.map(() =>
+      startRedis({
+        baseDir: opts.baseDir,
+        extraArgs: [...clusterNodeArgs(), ...(opts.tls ? ['--tls-cluster', 'yes'] : [])],
+        startTimeoutMs: timeoutMs,
+        tls: opts.tls,
+        user: opts.user,
+        adminPassword,
+      }),
+    ),
   );
   const nodes = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   let stopping: Promise<void> | undefined;
@@ -209,7 +235,7 @@ export async function startRedisCluster(opts: { baseDir: string; masters?: numbe
 
   try {
     await withAdminClients(
-      nodes.map((node) => node.port),
+      nodes,
       async (clients) => {
         await Promise.all(
           clients.map(async (client, i) => {

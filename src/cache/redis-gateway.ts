@@ -1,3 +1,4 @@
+import type { SecureContextOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { SessionKey } from '../domain/session.js';
@@ -7,10 +8,15 @@ import { INSTALL, INSTALL_UNFENCED, INVALIDATE, MARK_WRITE, PERSISTED, TOMBSTONE
 
 /** Where Redis is and how long a call may take (from the configuration). */
 export interface RedisConnectionOptions {
-  /** Single node. */
+  /** Single node: redis:// or rediss:// (TLS), with the ACL user and password when it has them. */
   url?: string | undefined;
   /** Cluster mode: startup nodes. */
   clusterNodes?: { host: string; port: number }[] | undefined;
+  /** ACL user and password for a cluster, or for a URL without its own (see redisEndpoint). */
+  username?: string | undefined;
+  password?: string | undefined;
+  /** TLS to every node, the certificate verified (against `ca`, else the system's CAs); absent = plain TCP unless rediss://. */
+  tls?: Pick<SecureContextOptions, 'ca' | 'cert' | 'key'> | undefined;
   commandTimeoutMs: number;
   connectTimeoutMs: number;
   breakerFailureThreshold: number;
@@ -71,6 +77,47 @@ export function touchedFields(reply: string): CachedFields {
   return { v, it, ax, ie, pe, ls, d: reply.slice(from) };
 }
 
+/** Where and as whom one Redis node is reached: the URL's parts, with the configured login as a fallback. */
+export function redisEndpoint(options: Pick<RedisConnectionOptions, 'url' | 'username' | 'password'>): {
+  host: string;
+  port: number;
+  db: number;
+  username: string | undefined;
+  password: string | undefined;
+  tls: boolean;
+} {
+  const url = new URL(options.url!);
+  const fromUrl = url.username !== '' || url.password !== '';
+  return {
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port === '' ? 6379 : Number(url.port),
+    db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
+    username: fromUrl ? decodeURIComponent(url.username) || undefined : options.username,
+    password: fromUrl ? decodeURIComponent(url.password) : options.password,
+    tls: url.protocol === 'rediss:',
+  };
+}
+
+/** TLS options for ioredis: the server's certificate is always verified (never rejectUnauthorized: false). */
+function tlsOptions(options: RedisConnectionOptions, tls: boolean): RedisOptions['tls'] {
+  if (!tls) return undefined;
+  return { ...options.tls, rejectUnauthorized: true };
+}
+
+/** A cluster: the ACL user and TLS from the configuration, the same for every node. */
+function clusterAuth(options: RedisConnectionOptions): Pick<RedisOptions, 'username' | 'password' | 'tls'> {
+  return { username: options.username, password: options.password, tls: tlsOptions(options, options.tls !== undefined) };
+}
+
+/**
+ * One node: host, port, database, user and TLS from REDIS_URL (its query is never read: ioredis
+ * would take any parameter as a client option).
+ */
+function singleNode(options: RedisConnectionOptions): RedisOptions {
+  const { tls, ...endpoint } = redisEndpoint(options);
+  return { ...endpoint, tls: tlsOptions(options, tls || options.tls !== undefined) };
+}
+
 /**
  * The one door to Redis. Offline queue off, a short command timeout, bounded reconnect delays
  * and a breaker: while Redis is down a call costs no Redis wait at all, it throws
@@ -104,13 +151,14 @@ export class RedisGateway {
     const client =
       options.clusterNodes !== undefined
         ? new Cluster(options.clusterNodes, {
-            redisOptions,
+            // Every node, also those learnt from CLUSTER SLOTS, gets the same user and TLS.
+            redisOptions: { ...redisOptions, ...clusterAuth(options) },
             enableOfflineQueue: false,
             enableAutoPipelining: false,
             clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
             slotsRefreshTimeout: Math.max(options.connectTimeoutMs, 500),
           })
-        : new Redis(options.url!, redisOptions);
+        : new Redis({ ...redisOptions, ...singleNode(options) });
     client.defineCommand('sdInstall', { numberOfKeys: 2, lua: INSTALL });
     client.defineCommand('sdInstallUnfenced', { numberOfKeys: 2, lua: INSTALL_UNFENCED });
     client.defineCommand('sdTouch', { numberOfKeys: 1, lua: TOUCH });

@@ -4,10 +4,12 @@ import { NamespacePolicies } from '../domain/policies.js';
 import { parseApiKeysFile, type KeysFile } from './api-keys-file.js';
 import { checkPolicies } from './policies.js';
 import { ConfigError } from './config-error.js';
+import { readTlsFiles, type TlsConfig } from './tls-files.js';
 import type { RedisConnectionOptions } from '../cache/redis-gateway.js';
 import type { RequestLogging } from '../http/request-log.js';
 
 export { ConfigError };
+export type { TlsConfig };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -43,7 +45,14 @@ export interface Config {
   /** Failed token lookups per client and window past which a warning is logged. */
   guessing: { warnThreshold: number; windowSeconds: number };
   sweeper: { intervalSeconds: number; batchSize: number; maxRowsPerSecond: number };
-  db: { poolSize: number; acquireTimeoutMs: number; queryTimeoutMs: number; connectTimeoutMs: number };
+  db: {
+    poolSize: number;
+    acquireTimeoutMs: number;
+    queryTimeoutMs: number;
+    connectTimeoutMs: number;
+    /** TLS to MariaDB; absent = plain TCP. */
+    tls?: TlsConfig | undefined;
+  };
   shutdownTimeoutMs: number;
   /** The whole request (headers and body) must arrive within this; 0 = no limit. */
   requestTimeoutMs: number;
@@ -110,6 +119,10 @@ export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
   }
   if (url.hostname === '') throw new ConfigError(name, 'has no host');
   if (url.pathname.replace(/^\//, '') === '') throw new ConfigError(name, 'names no database (mysql://…/database)');
+  // Nothing reads them: an ignored ?ssl=true would mean plain TCP where TLS was asked for.
+  if (url.search !== '') {
+    throw new ConfigError(name, `takes no query parameters (TLS is set with DATABASE_TLS and DATABASE_TLS_CA_FILE), got "?${[...url.searchParams.keys()].join('&')}"`);
+  }
   return url;
 }
 
@@ -132,9 +145,20 @@ function redisConfig(env: Env): RedisConnectionOptions | undefined {
     throw new ConfigError('REDIS_CLUSTER_NODES', 'set either REDIS_URL (one node) or REDIS_CLUSTER_NODES (a cluster), not both');
   }
   if (url === undefined && nodes === undefined) return undefined;
+  const username = raw(env, 'REDIS_USERNAME');
+  const password = raw(env, 'REDIS_PASSWORD');
+  if (username !== undefined && password === undefined) {
+    throw new ConfigError('REDIS_PASSWORD', 'is required when REDIS_USERNAME is set (an ACL user logs in with a password)');
+  }
+  if (url !== undefined && (url.username !== '' || url.password !== '') && (username !== undefined || password !== undefined)) {
+    throw new ConfigError('REDIS_PASSWORD', 'REDIS_URL carries a user or password already: set them in one place');
+  }
   return {
-    url,
+    url: url === undefined ? undefined : raw(env, 'REDIS_URL'),
     clusterNodes: nodes,
+    username,
+    password,
+    tls: redisTls(env, url),
     commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 50, 1, 10_000),
     connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 500, 10, 60_000),
     breakerFailureThreshold: integer(env, 'REDIS_BREAKER_FAILURES', 3, 1, 1000),
@@ -142,19 +166,62 @@ function redisConfig(env: Env): RedisConnectionOptions | undefined {
   };
 }
 
-function redisUrl(env: Env): string | undefined {
+/**
+ * TLS to Redis: a rediss:// URL, or REDIS_TLS=true for a cluster; a CA or client certificate
+ * alone turns it on for a cluster too. Never without verifying the server's certificate.
+ */
+function redisTls(env: Env, url: URL | undefined): TlsConfig | undefined {
+  const files = {
+    ca: { variable: 'REDIS_TLS_CA_FILE', path: raw(env, 'REDIS_TLS_CA_FILE') },
+    cert: { variable: 'REDIS_TLS_CERT_FILE', path: raw(env, 'REDIS_TLS_CERT_FILE') },
+    key: { variable: 'REDIS_TLS_KEY_FILE', path: raw(env, 'REDIS_TLS_KEY_FILE') },
+  };
+  const someFile = Object.values(files).find((f) => f.path !== undefined);
+  const fromScheme = url === undefined ? undefined : url.protocol === 'rediss:';
+  const enabled = boolean(env, 'REDIS_TLS', fromScheme ?? someFile !== undefined);
+  if (fromScheme !== undefined && enabled !== fromScheme) {
+    throw new ConfigError('REDIS_TLS', `is ${enabled} but REDIS_URL uses ${url!.protocol}// (rediss:// is TLS, redis:// is not)`);
+  }
+  if (!enabled && someFile !== undefined) {
+    throw new ConfigError(someFile.variable, `is set but TLS to Redis is off (use rediss:// or REDIS_TLS=true)`);
+  }
+  return enabled ? readTlsFiles(files) : undefined;
+}
+
+/** TLS to MariaDB: DATABASE_TLS=true (the system's CAs), or a CA file. */
+function databaseTls(env: Env): TlsConfig | undefined {
+  const files = {
+    ca: { variable: 'DATABASE_TLS_CA_FILE', path: raw(env, 'DATABASE_TLS_CA_FILE') },
+    cert: { variable: 'DATABASE_TLS_CERT_FILE', path: raw(env, 'DATABASE_TLS_CERT_FILE') },
+    key: { variable: 'DATABASE_TLS_KEY_FILE', path: raw(env, 'DATABASE_TLS_KEY_FILE') },
+  };
+  const someFile = Object.values(files).find((f) => f.path !== undefined);
+  const enabled = boolean(env, 'DATABASE_TLS', someFile !== undefined);
+  if (!enabled && someFile !== undefined) throw new ConfigError(someFile.variable, 'is set but DATABASE_TLS is false');
+  return enabled ? readTlsFiles(files) : undefined;
+}
+
+/** Validates REDIS_URL without echoing its password into errors. */
+function redisUrl(env: Env): URL | undefined {
   const value = raw(env, 'REDIS_URL');
   if (value === undefined) return undefined;
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw new ConfigError('REDIS_URL', 'is not a valid URL (expected redis://host:port)');
+    throw new ConfigError('REDIS_URL', 'is not a valid URL (expected redis://host:port or rediss://user:pass@host:port)');
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     throw new ConfigError('REDIS_URL', `must use the redis:// or rediss:// scheme, got "${url.protocol}//"`);
   }
-  return value;
+  if (url.hostname === '') throw new ConfigError('REDIS_URL', 'has no host');
+  if (!/^(\/\d{0,2})?$/.test(url.pathname)) throw new ConfigError('REDIS_URL', 'may name a database number only (redis://host:port/0)');
+  // ioredis would take any query parameter as a client option.
+  if (url.search !== '') throw new ConfigError('REDIS_URL', 'takes no query parameters');
+  if (url.username !== '' && url.password === '') {
+    throw new ConfigError('REDIS_URL', 'names a user without a password (rediss://user:pass@host:port)');
+  }
+  return url;
 }
 
 const DAY = 86_400;
@@ -249,6 +316,7 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
       acquireTimeoutMs: integer(env, 'DB_ACQUIRE_TIMEOUT_MS', 1000, 10, 60_000),
       queryTimeoutMs: integer(env, 'DB_QUERY_TIMEOUT_MS', 2000, 10, 600_000),
       connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 1000, 10, 60_000),
+      tls: databaseTls(env),
     },
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 10_000, 0, 600_000),

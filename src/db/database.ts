@@ -1,3 +1,4 @@
+import type { SecureContextOptions } from 'node:tls';
 import mariadb, { type Connection, type Pool, type PoolConnection } from 'mariadb';
 import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
 import { DomainError, StoreUnavailableError } from '../domain/errors.js';
@@ -10,6 +11,8 @@ export interface DatabaseOptions {
   acquireTimeoutMs: number;
   queryTimeoutMs: number;
   connectTimeoutMs: number;
+  /** TLS with the server's certificate verified (against `ca`, else the system's CAs); absent = plain TCP. */
+  tls?: Pick<SecureContextOptions, 'ca' | 'cert' | 'key'> | undefined;
 }
 
 type Queryable = Pick<Connection, 'query'>;
@@ -158,6 +161,7 @@ export class Database {
       port: url.port === '' ? 3306 : Number(url.port),
       user: decodeURIComponent(url.username),
       password: decodeURIComponent(url.password),
+      ssl: options.tls === undefined ? undefined : { ...options.tls, rejectUnauthorized: true },
       database: decodeURIComponent(url.pathname.slice(1)),
       connectionLimit: options.poolSize,
       acquireTimeout: options.acquireTimeoutMs,
