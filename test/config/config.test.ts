@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { ConfigError, loadConfig, redisEndpoint } from '../../src/config/config.js';
+import { makeTestPki } from '../../src/devstack/tls.js';
 import { mintApiKey } from '../../src/auth/api-keys.js';
 
 const dir = t.testdir({});
@@ -132,4 +133,61 @@ t.test('several entries per client are allowed (key rotation)', async (t) => {
   const file = path.join(dir, 'rotation.json');
   writeFileSync(file, JSON.stringify([mintApiKey('app', 'ns').entry, mintApiKey('app', 'ns').entry]));
   t.equal(loadConfig({ ...base, API_KEYS_FILE: file }).apiKeys.length, 2);
+});
+
+t.test('TLS and logins to Redis and MariaDB', async (t) => {
+  const pki = await makeTestPki(path.join(t.testdir({}), 'pki'));
+  const ca = readFileSync(pki.caFile, 'utf8');
+  const c = loadConfig({
+    ...base,
+    REDIS_URL: 'rediss://cache-user:secret@cache.internal:6380/2',
+    REDIS_TLS_CA_FILE: pki.caFile,
+    REDIS_TLS_CERT_FILE: pki.clientCertFile,
+    REDIS_TLS_KEY_FILE: pki.clientKeyFile,
+    DATABASE_TLS_CA_FILE: pki.caFile,
+  });
+  t.equal(c.redis?.tls?.ca, ca, 'the Redis CA is read');
+  t.match(c.redis?.tls, { cert: /BEGIN CERTIFICATE/, key: /PRIVATE KEY/ }, 'and the client certificate with its key');
+  t.same(redisEndpoint(c.redis!), { host: 'cache.internal', port: 6380, db: 2, username: 'cache-user', password: 'secret', tls: true });
+  t.same(c.db.tls, { ca }, 'a database CA turns TLS on');
+
+  const cluster = loadConfig({ ...base, REDIS_CLUSTER_NODES: 'a:7000,b:7001', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'secret', REDIS_TLS_CA_FILE: pki.caFile });
+  t.match(cluster.redis, { username: 'app', password: 'secret', tls: { ca } }, 'a cluster: the user and TLS from the variables');
+  t.same(loadConfig({ ...base, REDIS_CLUSTER_NODES: 'a:7000', REDIS_TLS: 'true' }).redis?.tls, {}, 'REDIS_TLS=true alone: the system CAs');
+  t.same(loadConfig({ ...base, DATABASE_TLS: 'true' }).db.tls, {}, 'DATABASE_TLS=true alone: the system CAs');
+  t.equal(loadConfig({ ...base, REDIS_URL: 'redis://a:1' }).redis?.tls, undefined, 'redis:// is plain TCP');
+  t.equal(loadConfig(base).db.tls, undefined, 'no TLS to MariaDB unless asked for');
+  t.same(
+    redisEndpoint({ url: 'redis://a:1', username: 'app', password: 'secret' }),
+    { host: 'a', port: 1, db: 0, username: 'app', password: 'secret', tls: false },
+    'a URL without a login takes REDIS_USERNAME / REDIS_PASSWORD',
+  );
+
+  const redis = { ...base, REDIS_URL: 'rediss://u:secret@h:6380' };
+  failsOn(t, { ...redis, REDIS_TLS_CA_FILE: path.join(pki.dir, 'missing.crt') }, 'REDIS_TLS_CA_FILE');
+  failsOn(t, { ...redis, REDIS_TLS_CA_FILE: pki.clientKeyFile }, 'REDIS_TLS_CA_FILE');
+  failsOn(t, { ...redis, REDIS_TLS_CERT_FILE: pki.clientCertFile }, 'REDIS_TLS_KEY_FILE');
+  failsOn(t, { ...redis, REDIS_TLS_KEY_FILE: pki.clientKeyFile }, 'REDIS_TLS_CERT_FILE');
+  failsOn(t, { ...redis, REDIS_TLS_CERT_FILE: pki.clientCertFile, REDIS_TLS_KEY_FILE: pki.serverKeyFile }, 'REDIS_TLS_KEY_FILE');
+  failsOn(t, { ...redis, REDIS_TLS_CERT_FILE: pki.clientCertFile, REDIS_TLS_KEY_FILE: pki.caFile }, 'REDIS_TLS_KEY_FILE');
+  failsOn(t, { ...base, REDIS_URL: 'redis://u:secret@h:1', REDIS_TLS_CA_FILE: pki.caFile }, 'REDIS_TLS_CA_FILE');
+  failsOn(t, { ...redis, REDIS_TLS: 'false' }, 'REDIS_TLS');
+  failsOn(t, { ...base, REDIS_URL: 'redis://u:secret@h:1', REDIS_TLS: 'true' }, 'REDIS_TLS');
+  failsOn(t, { ...base, REDIS_CLUSTER_NODES: 'a:1', REDIS_TLS: 'false', REDIS_TLS_CA_FILE: pki.caFile }, 'REDIS_TLS_CA_FILE');
+  failsOn(t, { ...base, REDIS_CLUSTER_NODES: 'a:1', REDIS_USERNAME: 'app' }, 'REDIS_PASSWORD');
+  failsOn(t, { ...redis, REDIS_PASSWORD: 'secret' }, 'REDIS_PASSWORD');
+  failsOn(t, { ...base, REDIS_URL: 'rediss://u@h:1' }, 'REDIS_URL');
+  failsOn(t, { ...base, REDIS_URL: 'rediss://u:secret@h:1/?tls=false' }, 'REDIS_URL');
+  failsOn(t, { ...base, REDIS_URL: 'rediss://u:secret@h:1/cache' }, 'REDIS_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'mysql://u:secret@h:3306/db?ssl=true' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_TLS: 'false', DATABASE_TLS_CA_FILE: pki.caFile }, 'DATABASE_TLS_CA_FILE');
+  failsOn(t, { ...base, DATABASE_TLS: 'required' }, 'DATABASE_TLS');
+  failsOn(t, { ...base, DATABASE_TLS_KEY_FILE: pki.clientKeyFile }, 'DATABASE_TLS_CERT_FILE');
+
+  // A key file given where a certificate belongs is never quoted back.
+  try {
+    loadConfig({ ...redis, REDIS_TLS_CA_FILE: pki.clientKeyFile });
+  } catch (err) {
+    t.notMatch((err as Error).message, /PRIVATE KEY|[A-Za-z0-9+/]{40}/, 'no key material in the message');
+  }
 });
