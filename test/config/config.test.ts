@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, redisEndpoint } from '../../src/config/config.js';
-import { makeTestPki } from '../../src/devstack/tls.js';
+import { makeTestPki } from '../../devstack/tls.js';
 import { mintApiKey } from '../../src/auth/api-keys.js';
 
 const dir = t.testdir({});
