@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import fp from 'fastify-plugin';
 import { Database, type DatabaseOptions } from '../db/database.js';
 
@@ -7,11 +8,33 @@ declare module 'fastify' {
   }
 }
 
+interface DriverError {
+  message?: string;
+  code?: string;
+  cause?: DriverError;
+}
+
+/** What a failed connection says: the message and code of the error and of its cause (a TLS or login error), nothing else. */
+function connectionFailure(err: DriverError): DriverError {
+  const { message, code, cause } = err;
+  return cause === undefined ? { message, code } : { message, code, cause: { message: cause.message, code: cause.code } };
+}
+
 /** The MariaDB pool, shared by the app and closed with it. */
 export const databasePlugin = fp<DatabaseOptions>(
   async (app, options) => {
     const database = new Database(options);
     app.decorate('database', database);
+    // The pool reports connections it could not open (refused, a certificate or a login it does
+    // not accept) here; requests only see a 503. One line every few seconds is enough.
+    let lastLog = 0;
+    // The connector emits 'error' (lib/pool-promise.js) but its types list only the other events.
+    (database.pool as unknown as EventEmitter).on('error', (err: DriverError) => {
+      const now = Date.now();
+      if (now - lastLog < 5000) return;
+      lastLog = now;
+      app.log.warn({ err: connectionFailure(err) }, 'mariadb connection failed');
+    });
     app.addHook('onClose', async () => {
       await database.close();
     });

@@ -494,6 +494,21 @@ t.test('the migration Job runs drizzle-kit migrate once, from the same release',
   const ref = (container.env as Obj[]).find((e) => e.name === 'DATABASE_URL')?.valueFrom?.secretKeyRef as Obj | undefined;
   const serviceRef = (only(service, 'Deployment').spec.template.spec.containers[0].env as Obj[]).find((e) => e.name === 'DATABASE_URL')?.valueFrom?.secretKeyRef;
   t.same(ref, serviceRef, 'DATABASE_URL from the same Secret and key as the service');
+  const serviceEnv = only(service, 'Deployment').spec.template.spec.containers[0].env as Obj[];
+  for (const e of container.env as Obj[]) {
+    if (e.valueFrom?.secretKeyRef === undefined) continue;
+    t.same(e.valueFrom.secretKeyRef, serviceEnv.find((s) => s.name === e.name)?.valueFrom?.secretKeyRef, `${e.name}: the same Secret key as the service`);
+  }
+  // The certificates: the same optional Secret at the same path, read-only, as in the service.
+  const tlsMount = (podSpec: Obj, c: Obj) => {
+    const volume = ((podSpec.volumes ?? []) as Obj[]).find((v) => v.secret?.secretName === 'sessiond-tls');
+    const mount = ((c.volumeMounts ?? []) as Obj[]).find((m) => m.name === volume?.name);
+    return { secret: volume?.secret, mountPath: mount?.mountPath, readOnly: mount?.readOnly };
+  };
+  const serviceTls = tlsMount(only(service, 'Deployment').spec.template.spec, only(service, 'Deployment').spec.template.spec.containers[0]);
+  t.match(serviceTls, { secret: { optional: true }, mountPath: '/etc/sessiond-tls', readOnly: true }, 'the service mounts the optional sessiond-tls Secret read-only');
+  t.same(tlsMount(pod, container), serviceTls, 'so does the Job, at the same path');
+  t.equal(pod.securityContext?.fsGroup, only(service, 'Deployment').spec.template.spec.securityContext?.fsGroup, 'the same fsGroup reads the 0440 files');
   const secretOf = (objects: Obj[]) => objects.find((o) => o.kind === 'Secret' && o.metadata.name === ref?.name);
   t.same(secretOf(migrate)?.data, secretOf(service)?.data, 'the same Secret content in both renders');
 

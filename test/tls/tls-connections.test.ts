@@ -177,8 +177,9 @@ async function refusedQuickly(t: Test, s: ServiceProcess, expect: { mariadb: 'up
 t.test('a server certificate from another CA is refused', async (t) => {
   const s = await service(t, { DATABASE_TLS_CA_FILE: pki.otherCaFile, REDIS_TLS_CA_FILE: pki.otherCaFile });
   await refusedQuickly(t, s, { mariadb: 'down', redis: 'down' });
-  t.match(s.output(), /redis error/, 'the Redis failure is logged');
-  t.match(s.output(), /certificate/i, 'and says it is about the certificate');
+  const logged = (msg: RegExp) => s.logLines(msg).map((l) => JSON.stringify(l.err)).join('\n');
+  t.match(logged(/^redis error$/), /certificate/i, 'the Redis failure is logged, and says it is about the certificate');
+  t.match(logged(/^mariadb connection failed$/), /certificate/i, 'so is the MariaDB failure');
 });
 
 t.test('a wrong password is refused by MariaDB and by Redis', async (t) => {
@@ -189,6 +190,7 @@ t.test('a wrong password is refused by MariaDB and by Redis', async (t) => {
   const s = await service(t, { DATABASE_URL: wrongDb.toString(), REDIS_URL: wrongRedis.toString() });
   await refusedQuickly(t, s, { mariadb: 'down', redis: 'down' });
   t.match(s.output(), /WRONGPASS/, 'Redis says the login is wrong');
+  t.match(s.output(), /mariadb connection failed.*Access denied|Access denied.*mariadb connection failed/, 'so does MariaDB');
 });
 
 t.test('Redis refuses a client without its password, or without a client certificate', async (t) => {
