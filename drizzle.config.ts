@@ -25,7 +25,8 @@ export default defineConfig({
     host: url.hostname,
     port: url.port === '' ? 3306 : Number(url.port),
     user: decodeURIComponent(url.username),
-    password: decodeURIComponent(url.password),
+    // drizzle-kit refuses an empty password; a user without one has none in the URL.
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
     database: decodeURIComponent(url.pathname.slice(1)),
     // As in the service: the server's certificate is always verified.
     ...(tls ? { ssl: { ...files, rejectUnauthorized: true } } : {}),

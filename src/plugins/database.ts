@@ -26,14 +26,20 @@ export const databasePlugin = fp<DatabaseOptions>(
     const database = new Database(options);
     app.decorate('database', database);
     // The pool reports connections it could not open (refused, a certificate or a login it does
-    // not accept) here; requests only see a 503. One line every few seconds is enough.
+    // not accept) here; requests only see a 503. One line every few seconds is enough, and one
+    // at once when the reason changes (a timeout, then the login refused).
     let lastLog = 0;
+    let lastReason = '';
     // The connector emits 'error' (lib/pool-promise.js) but its types list only the other events.
     (database.pool as unknown as EventEmitter).on('error', (err: DriverError) => {
       const now = Date.now();
-      if (now - lastLog < 5000) return;
+      const failure = connectionFailure(err);
+      const reason = `${failure.code} ${failure.cause?.code}`;
+      if (now - lastLog < 5000 && reason === lastReason) return;
       lastLog = now;
-      app.log.warn({ err: connectionFailure(err) }, 'mariadb connection failed');
+      lastReason = reason;
+      // Not under `err`: pino's error serializer would keep only the outer message.
+      app.log.warn({ failure }, 'mariadb connection failed');
     });
     app.addHook('onClose', async () => {
       await database.close();
