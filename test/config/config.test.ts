@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig, redisEndpoint } from '../../src/config/config.js';
+import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { redisEndpoint } from '../../src/cache/redis-gateway.js';
 import { makeTestPki } from '../../devstack/tls.js';
 import { mintApiKey } from '../../src/auth/api-keys.js';
 
