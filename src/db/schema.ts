@@ -28,11 +28,12 @@ const binaryBuffer = customType<{ data: Buffer; driverData: Buffer; config: { le
 
 /**
  * VARCHAR compared byte for byte. Namespaces and subjects are identifiers: "Alice" and "alice"
- * are different users, and the server's default collation would fold them together.
+ * are different users, and the server's default collation would fold them together. NO PAD:
+ * "alice" and "alice " are different users too (utf8mb4_bin pads, so it compared them equal).
  */
 const binaryCollatedVarchar = customType<{ data: string; driverData: string; config: { length: number } }>({
   dataType(config) {
-    return `varchar(${config?.length ?? 255}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`;
+    return `varchar(${config?.length ?? 255}) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin`;
   },
 });
 

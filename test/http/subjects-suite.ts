@@ -98,6 +98,16 @@ export async function subjectsHttpSuite(t: Test, env: Record<string, string>): P
     t.same((await app.inject({ method: 'DELETE', url: subject(long), headers: auth() })).json(), { revoked: 1 });
   });
 
+  t.test('subjects that differ only by trailing spaces are different subjects', async (t) => {
+    const plain = await create({ subject: 'erin' });
+    const padded = await create({ subject: 'erin  ' });
+    const listed = (await app.inject({ method: 'GET', url: subject('erin'), headers: auth() })).json() as { sessions: { id: string }[] };
+    t.same(listed.sessions.map((s) => s.id), [plain.session.id]);
+    t.same((await app.inject({ method: 'DELETE', url: subject('erin  '), headers: auth() })).json(), { revoked: 1 });
+    t.equal((await read(plain.token)).statusCode, 200, "revoking 'erin  ' leaves 'erin' logged in");
+    t.equal((await read(padded.token)).statusCode, 404);
+  });
+
   t.test('log out everywhere, keeping one: exactly that one stays readable', async (t) => {
     const made = [];
     for (let i = 0; i < 3; i++) made.push(await create({ subject: 'carol' }));
