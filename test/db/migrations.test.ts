@@ -41,7 +41,7 @@ t.test('drizzle-kit migrate with only DATABASE_URL set builds the schema, and is
   const [table] = await query<{ ddl: string }>(url, 'SHOW CREATE TABLE sessions');
   const ddl = Object.values(table as Record<string, string>)[1]!;
   t.match(ddl, /`id_hash` binary\(32\) NOT NULL/);
-  t.match(ddl, /`namespace` varchar\(64\) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL/);
+  t.match(ddl, /`namespace` varchar\(64\) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL/);
   t.match(ddl, /`idle_expires_at` datetime\(3\) NOT NULL/);
   t.match(ddl, /PRIMARY KEY \(`namespace`,`id_hash`\)/);
   t.match(ddl, /KEY `sessions_subject_idx` \(`namespace`,`subject`,`last_seen_at`\)/);
