@@ -156,8 +156,12 @@ export async function subjectsHttpSuite(t: Test, env: Record<string, string>): P
     const viaOld = await read(old.token);
     t.equal(viaOld.statusCode, 200, 'the old token still reads during the grace');
     t.equal(viaOld.json().id, fresh.session.id, '…answering with the new session');
+    t.equal(viaOld.headers['session-rotated'], 'true', '…and saying it came through a rotated-away token');
     const touch = await app.inject({ method: 'POST', url: '/v1/sessions/current/touch', headers: { ...auth(), 'session-token': old.token } });
     t.equal(touch.statusCode, 200);
+    t.equal(touch.headers['session-rotated'], 'true', 'a touch through the old token says so too');
+    const viaNew = await read(fresh.token);
+    t.equal(viaNew.headers['session-rotated'], undefined, 'the new token reads without the mark');
     const put = await app.inject({
       method: 'PUT',
       url: '/v1/sessions/current/data',

@@ -432,6 +432,8 @@ export interface operations {
                     "x-ratelimit-remaining"?: number;
                     /** @description Seconds until the window ends. */
                     "x-ratelimit-reset"?: number;
+                    /** @description Present when the token was rotated away and is in its grace: the answer is the NEW session, reached through the old token. Grace is for requests already in flight at a rotation; never treat such a request as the rotated (logged-in) user. */
+                    "Session-Rotated"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -778,6 +780,8 @@ export interface operations {
                     "x-ratelimit-remaining"?: number;
                     /** @description Seconds until the window ends. */
                     "x-ratelimit-reset"?: number;
+                    /** @description Present when the token was rotated away and is in its grace: the answer is the NEW session, reached through the old token. Grace is for requests already in flight at a rotation; never treat such a request as the rotated (logged-in) user. */
+                    "Session-Rotated"?: "true";
                     [name: string]: unknown;
                 };
                 content: {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { SessionData, SessionMetadata, SessionRecord } from '../../domain/session.js';
-import { publicIdOf } from '../../domain/token.js';
+import { hashToken, publicIdOf } from '../../domain/token.js';
 import { etagOf, type IssuedSession, type SessionService } from '../../service/session-service.js';
 import {
   CreateSessionBody,
@@ -36,6 +36,16 @@ interface CreateInput {
 
 const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' }, ...rateLimitHeaders };
 const ok = (ref: string, description: string) => ({ description, headers: etagHeader, ...Type.Ref(ref) });
+const rotatedHeader = {
+  'Session-Rotated': {
+    type: 'string',
+    enum: ['true'],
+    description:
+      'Present when the token was rotated away and is in its grace: the answer is the NEW session, reached through the old ' +
+      'token. Grace is for requests already in flight at a rotation; never treat such a request as the rotated (logged-in) user.',
+  },
+};
+const okByToken = (description: string) => ({ description, headers: { ...etagHeader, ...rotatedHeader }, ...Type.Ref('Session') });
 
 const tag = ['sessions'];
 const security = [{ apiKey: [] }];
@@ -48,6 +58,12 @@ function nameSession(request: FastifyRequest, session: SessionRecord): void {
 function sendSession(request: FastifyRequest, reply: FastifyReply, session: SessionRecord, status = 200) {
   nameSession(request, session);
   return reply.code(status).header('etag', etagOf(session.version)).send(sessionView(session));
+}
+
+/** A read or touch by token: says so when the token reached the session through a rotation grace. */
+function sendByToken(request: FastifyRequest, reply: FastifyReply, token: string, session: SessionRecord) {
+  if (!session.idHash.equals(hashToken(token))) reply.header('session-rotated', 'true');
+  return sendSession(request, reply, session);
 }
 
 /** 201 with the new token, shown this once, and the session. */
@@ -136,10 +152,13 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
+        response: { 200: okByToken('The live session.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
       },
     },
-    async (request, reply) => sendSession(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
+    async (request, reply) => {
+      const token = request.headers['session-token'];
+      return sendByToken(request, reply, token, await service.get(request.caller.namespace, token));
+    },
   );
 
   app.post(
@@ -154,10 +173,13 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: SessionTokenHeaders,
-        response: { 200: ok('Session', 'The live session after the touch.'), ...problemResponses(400, 401, 404, 415, 429, 500, 503) },
+        response: { 200: okByToken('The live session after the touch.'), ...problemResponses(400, 401, 404, 415, 429, 500, 503) },
       },
     },
-    async (request, reply) => sendSession(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
+    async (request, reply) => {
+      const token = request.headers['session-token'];
+      return sendByToken(request, reply, token, await service.touch(request.caller.namespace, token));
+    },
   );
 
   app.put(
