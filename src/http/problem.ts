@@ -18,12 +18,28 @@ export function sendProblem(
     .send({ type: 'about:blank', title: STATUS_CODES[status] ?? 'Error', status, code, detail, ...extra });
 }
 
-/** Fastify's own client errors, mapped to our codes. Their messages are safe to show. */
-function fastifyClientProblem(err: FastifyError): { status: number; code: ProblemCode; detail: string } | null {
+/** One failing field of a request: where it is (`in`), its JSON pointer there, and what is wrong. */
+export interface FieldError {
+  in: string;
+  pointer: string;
+  detail: string;
+}
+
+/** The JSON pointer of a schema error: a missing or unexpected member is named, not its parent. */
+function pointerOf(v: { instancePath?: string; params?: Record<string, unknown> }): string {
+  const member = v.params?.missingProperty ?? v.params?.additionalProperty;
+  const escape = (name: string) => name.replace(/~/g, '~0').replace(/\//g, '~1');
+  return `${v.instancePath ?? ''}${typeof member === 'string' ? `/${escape(member)}` : ''}`;
+}
+
+/** Fastify's own client errors, mapped to our codes. Their messages are safe to show (schema rules, never values). */
+function fastifyClientProblem(err: FastifyError): { status: number; code: ProblemCode; detail: string; extra?: Record<string, unknown> } | null {
   if (err.validation !== undefined) {
-    // The instance path names the field or header (`headers/session-token must match pattern …`).
-    const first = err.validation[0];
-    return { status: 400, code: 'invalid_request', detail: `${err.validationContext ?? 'request'}${first?.instancePath ?? ''} ${first?.message ?? 'is invalid'}` };
+    const where = err.validationContext ?? 'request';
+    const errors: FieldError[] = err.validation.map((v) => ({ in: where, pointer: pointerOf(v), detail: v.message ?? 'is invalid' }));
+    const first = errors[0];
+    const detail = first ? `${where}${first.pointer} ${first.detail}` : `${where} is invalid`;
+    return { status: 400, code: 'invalid_request', detail, extra: { errors } };
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -56,7 +72,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       return sendProblem(reply, err.status, err.code, err.message, err.extra);
     }
     const client = fastifyClientProblem(err);
-    if (client !== null) return sendProblem(reply, client.status, client.code, client.detail);
+    if (client !== null) return sendProblem(reply, client.status, client.code, client.detail, client.extra);
     request.log.error({ err }, 'unhandled error');
     return sendProblem(reply, 500, 'internal_error', 'An unexpected error occurred.');
   });

@@ -99,6 +99,19 @@ export const ProblemSchema = Type.Object(
     detail: Type.Optional(Type.String()),
     currentVersion: Type.Optional(Type.Integer({ description: 'With version_mismatch: the current version.' })),
     limitBytes: Type.Optional(Type.Integer({ description: 'With payload_too_large: the data size limit.' })),
+    errors: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            in: Type.String({ description: 'Which part of the request: body, querystring, params or headers.' }),
+            pointer: Type.String({ description: 'JSON pointer (RFC 6901) of the failing field within that part, e.g. /idleTimeout.' }),
+            detail: Type.String({ description: 'What is wrong with it.' }),
+          },
+          { additionalProperties: false },
+        ),
+        { description: 'With invalid_request from a schema check: each failing field.' },
+      ),
+    ),
   },
   {
     additionalProperties: false,

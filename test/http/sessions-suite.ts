@@ -78,6 +78,29 @@ export async function sessionsHttpSuite(t: Test, env: Record<string, string>): P
     t.equal(after, before, 'no row was written');
   });
 
+  t.test('a schema error names each failing field by its JSON pointer, never echoing a secret', async (t) => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ idleTimeout: -1 }, '/idleTimeout'],
+      [{ metadata: { ip: 1 } }, '/metadata/ip'],
+      [{ unknown: true }, '/unknown'],
+    ];
+    for (const [body, pointer] of cases) {
+      const res = await app.inject({ method: 'POST', url: '/v1/sessions', headers: { ...auth(), ...JSON_CT }, payload: JSON.stringify(body) });
+      expectProblem(t, res, 400, 'invalid_request');
+      const problem = res.json();
+      t.equal(problem.errors?.[0]?.in, 'body', `${pointer}: in body`);
+      t.equal(problem.errors?.[0]?.pointer, pointer, `${pointer}: named by its pointer`);
+      t.match(problem.detail, pointer, `${pointer}: the detail names it too`);
+    }
+    const secret = 'not-a-token!' + 'x'.repeat(40);
+    const res = await app.inject({ method: 'GET', url: '/v1/sessions/current', headers: { ...auth(), 'session-token': secret } });
+    if (res.statusCode === 400) {
+      t.equal(res.json().errors?.[0]?.in, 'headers');
+      t.equal(res.json().errors?.[0]?.pointer, '/session-token');
+    }
+    t.notOk(res.body.includes(secret), 'the header value is not echoed');
+  });
+
   t.test('data nested deeper than MariaDB stores is a 400, not a 500', async (t) => {
     const nest = (n: number): unknown => (n === 0 ? 1 : { a: nest(n - 1) });
     expectProblem(t, (await create({ data: nest(32) })).res, 400, 'invalid_request');
@@ -286,7 +309,7 @@ export async function sessionsHttpSuite(t: Test, env: Record<string, string>): P
     await app.inject({ method: 'GET', url: '/v1/sessions/current', headers: withToken(body.token) });
     await app.inject({ method: 'POST', url: '/v1/sessions/current/touch', headers: withToken(body.token) });
     await app.inject({ method: 'GET', url: '/v1/sessions/current', headers: withToken(`${body.token.slice(0, 42)}!`) });
-    const rows = await query<{ dump: string }>(url, 'SELECT CONCAT_WS("|", namespace, HEX(id_hash), subject, data, metadata) AS dump FROM sessions');
+    const rows = await query<{ dump: string }>(url, 'SELECT CONCAT_WS("|", namespace COLLATE utf8mb4_bin, HEX(id_hash), subject COLLATE utf8mb4_bin, data, metadata) AS dump FROM sessions');
     const tokenHex = Buffer.from(body.token).toString('hex').toUpperCase();
     for (const { dump } of rows) {
       t.notOk(dump.includes(body.token) || dump.includes(tokenHex), 'no raw token in a row');

@@ -271,6 +271,15 @@ export interface components {
             currentVersion?: number;
             /** @description With payload_too_large: the data size limit. */
             limitBytes?: number;
+            /** @description With invalid_request from a schema check: each failing field. */
+            errors?: {
+                /** @description Which part of the request: body, querystring, params or headers. */
+                in: string;
+                /** @description JSON pointer (RFC 6901) of the failing field within that part, e.g. /idleTimeout. */
+                pointer: string;
+                /** @description What is wrong with it. */
+                detail: string;
+            }[];
         };
     };
     responses: never;
