@@ -348,7 +348,8 @@ t.test('the service Deployment matches the service', async (t) => {
   const names = new Set([
     ...Object.keys(env),
     ...all(service, 'ConfigMap').flatMap((cm) => Object.keys(cm.data ?? {})),
-    ...all(service, 'Secret').flatMap((s) => Object.keys(s.data ?? {}).filter((k) => /^[A-Z][A-Z0-9_]*$/.test(k))),
+    // MIGRATE_DATABASE_URL is the migration Job's (its DATABASE_URL), never the service's.
+    ...all(service, 'Secret').flatMap((s) => Object.keys(s.data ?? {}).filter((k) => /^[A-Z][A-Z0-9_]*$/.test(k) && k !== 'MIGRATE_DATABASE_URL')),
   ]);
   t.ok(SERVICE_VARIABLES.has('PORT') && SERVICE_VARIABLES.has('DATABASE_URL'), 'config.ts scan finds the variables');
   for (const name of names) {
@@ -493,10 +494,11 @@ t.test('the migration Job runs drizzle-kit migrate once, from the same release',
   for (const name of Object.keys(env)) t.ok(MIGRATE_VARIABLES.has(name), `${name} is read by drizzle.config.ts`);
   const ref = (container.env as Obj[]).find((e) => e.name === 'DATABASE_URL')?.valueFrom?.secretKeyRef as Obj | undefined;
   const serviceRef = (only(service, 'Deployment').spec.template.spec.containers[0].env as Obj[]).find((e) => e.name === 'DATABASE_URL')?.valueFrom?.secretKeyRef;
-  t.same(ref, serviceRef, 'DATABASE_URL from the same Secret and key as the service');
+  t.same(ref, { ...serviceRef, key: 'MIGRATE_DATABASE_URL' }, "DATABASE_URL from the service's Secret, under the migration user's key");
+  t.equal(serviceRef?.key, 'DATABASE_URL', "the service reads its own user's URL");
   const serviceEnv = only(service, 'Deployment').spec.template.spec.containers[0].env as Obj[];
   for (const e of container.env as Obj[]) {
-    if (e.valueFrom?.secretKeyRef === undefined) continue;
+    if (e.valueFrom?.secretKeyRef === undefined || e.name === 'DATABASE_URL') continue;
     t.same(e.valueFrom.secretKeyRef, serviceEnv.find((s) => s.name === e.name)?.valueFrom?.secretKeyRef, `${e.name}: the same Secret key as the service`);
   }
   // The certificates: the same optional Secret at the same path, read-only, as in the service.
