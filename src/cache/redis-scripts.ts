@@ -55,12 +55,10 @@ return {1, ie, ls}
 
 /**
  * The test-only planted bug (test/helpers/test-server.mjs): a plain cache-aside fill — no lease, no
- * write marker, no touch register. Same KEYS, ARGV and reply as INSTALL (the lease id is ignored).
+ * write marker, no tombstone check, no touch register: it overwrites whatever is there. Same KEYS,
+ * ARGV and reply as INSTALL (the lease id is ignored).
  */
 export const INSTALL_UNFENCED = `
-local cur = redis.call('HMGET', KEYS[1], 't', 'v')
-if cur[1] then return {-1, ARGV[7], ARGV[9]} end
-if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then return {-2, ARGV[7], ARGV[9]} end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
