@@ -68,6 +68,16 @@ export function dataSize(data: SessionData): number {
  * The rules of sessions: token issue and lookup, lifetimes, versions, rotation. It knows
  * nothing of HTTP, SQL or Redis; the store behind it may be MariaDB alone or cached.
  */
+/** A read or touch by token: `rotated` when the token was rotated away and reached the new session in its grace. */
+export interface TokenRead {
+  session: SessionRecord;
+  rotated: boolean;
+}
+
+function byToken(key: SessionKey, session: SessionRecord): TokenRead {
+  return { session, rotated: !session.idHash.equals(key.idHash) };
+}
+
 export class SessionService {
   constructor(
     private readonly store: SessionStore,
@@ -119,16 +129,18 @@ export class SessionService {
     };
   }
 
-  async get(namespace: string, token: string): Promise<SessionRecord> {
-    return this.found(await this.store.get(this.keyForToken(namespace, token), this.clock()));
+  async get(namespace: string, token: string): Promise<TokenRead> {
+    const key = this.keyForToken(namespace, token);
+    return byToken(key, this.found(await this.store.get(key, this.clock())));
   }
 
   async getById(namespace: string, id: string): Promise<SessionRecord> {
     return this.found(await this.store.get(this.keyForId(namespace, id), this.clock()));
   }
 
-  async touch(namespace: string, token: string): Promise<SessionRecord> {
-    return this.found(await this.store.touch(this.keyForToken(namespace, token), this.clock()));
+  async touch(namespace: string, token: string): Promise<TokenRead> {
+    const key = this.keyForToken(namespace, token);
+    return byToken(key, this.found(await this.store.touch(key, this.clock())));
   }
 
   async replaceData(namespace: string, token: string, data: SessionData, ifMatch: string | undefined): Promise<SessionRecord> {

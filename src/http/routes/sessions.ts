@@ -2,8 +2,8 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { SessionData, SessionMetadata, SessionRecord } from '../../domain/session.js';
-import { hashToken, publicIdOf } from '../../domain/token.js';
-import { etagOf, type IssuedSession, type SessionService } from '../../service/session-service.js';
+import { publicIdOf } from '../../domain/token.js';
+import { etagOf, type IssuedSession, type SessionService, type TokenRead } from '../../service/session-service.js';
 import {
   CreateSessionBody,
   CreateWithTokenHeaders,
@@ -61,9 +61,9 @@ function sendSession(request: FastifyRequest, reply: FastifyReply, session: Sess
 }
 
 /** A read or touch by token: says so when the token reached the session through a rotation grace. */
-function sendByToken(request: FastifyRequest, reply: FastifyReply, token: string, session: SessionRecord) {
-  if (!session.idHash.equals(hashToken(token))) reply.header('session-rotated', 'true');
-  return sendSession(request, reply, session);
+function sendByToken(request: FastifyRequest, reply: FastifyReply, read: TokenRead) {
+  if (read.rotated) reply.header('session-rotated', 'true');
+  return sendSession(request, reply, read.session);
 }
 
 /** 201 with the new token, shown this once, and the session. */
@@ -155,10 +155,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         response: { 200: okByToken('The live session.'), ...problemResponses(400, 401, 404, 429, 500, 503) },
       },
     },
-    async (request, reply) => {
-      const token = request.headers['session-token'];
-      return sendByToken(request, reply, token, await service.get(request.caller.namespace, token));
-    },
+    async (request, reply) => sendByToken(request, reply, await service.get(request.caller.namespace, request.headers['session-token'])),
   );
 
   app.post(
@@ -176,10 +173,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         response: { 200: okByToken('The live session after the touch.'), ...problemResponses(400, 401, 404, 415, 429, 500, 503) },
       },
     },
-    async (request, reply) => {
-      const token = request.headers['session-token'];
-      return sendByToken(request, reply, token, await service.touch(request.caller.namespace, token));
-    },
+    async (request, reply) => sendByToken(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
   );
 
   app.put(
