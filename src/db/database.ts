@@ -141,6 +141,15 @@ function databaseUrl(value: string): URL {
   }
 }
 
+/** What runs at the edge of a transaction, besides its statements. */
+export interface TransactionHooks<T> {
+  /**
+   * Runs once the statements succeeded, with their result, on the still-open transaction right
+   * before COMMIT: nothing of the transaction is visible to others yet. A rejection rolls it back.
+   */
+  beforeCommit?: ((result: T) => Promise<void>) | undefined;
+}
+
 /** ER_DUP_ENTRY: a primary or unique key is taken. */
 export const DUPLICATE_KEY_ERRNO = 1062;
 
@@ -202,21 +211,23 @@ export class Database {
 
   /**
    * One transaction on one pooled connection (the proxy driver has no db.transaction()).
-   * Retried on deadlock, which InnoDB resolves by rolling one side back.
+   * Retried on deadlock, which InnoDB resolves by rolling one side back; each attempt runs
+   * `work` and `beforeCommit` again.
    */
-  transaction<T>(work: (tx: Db) => Promise<T>, attempts = 6): Promise<T> {
+  transaction<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T> = {}, attempts = 6): Promise<T> {
     // Past the deadline the caller gets a 503 while the transaction may still finish: a write
     // answered 503 is "unknown", and the cache outbox covers a change committed that late.
-    return this.withDeadline(this.transactionAttempts(work, attempts));
+    return this.withDeadline(this.transactionAttempts(work, hooks, attempts));
   }
 
-  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, attempts: number): Promise<T> {
+  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T>, attempts: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let conn: PoolConnection | undefined;
       try {
         conn = await this.pool.getConnection();
         await conn.beginTransaction();
         const result = await work(drizzle(callbackFor(conn)));
+        await hooks.beforeCommit?.(result);
         await conn.commit();
         return result;
       } catch (err) {

@@ -20,6 +20,7 @@ import type {
   SessionWrites,
   SubjectCursor,
   TransactionalSessionStore,
+  TransactionHooks,
   WriteResult,
 } from './session-store.js';
 
@@ -265,6 +266,19 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
   }
 
   /**
+   * Right before a write's COMMIT: fence off fills before the commit makes the change visible
+   * (MARK_WRITE). Otherwise a fill that read the old row could install it between the commit and
+   * the invalidation, while MariaDB already answers the new one — a reader could see the new
+   * version and the next the old. Best effort: should Redis not take it, the invalidation after
+   * the commit still runs.
+   */
+  private readonly fenceFills: TransactionHooks<{ owed: CacheDebt[] }> = {
+    beforeCommit: async ({ owed }) => {
+      await Promise.all(owed.map((o) => this.redis.markWrite(o.key).catch(() => undefined)));
+    },
+  };
+
+  /**
    * A change and its outbox rows commit together; then Redis is told. Only what Redis
    * acknowledged leaves the outbox — the outbox worker replays the rest.
    */
@@ -273,13 +287,8 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
       const { result, debts } = await change(tx);
       const owed: Array<CacheDebt & { id: number }> = [];
       for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action) });
-      // Fence off fills before the commit makes the change visible (MARK_WRITE): otherwise a
-      // fill that read the old row could install it between the commit and the invalidation,
-      // while MariaDB already answers the new one — a reader could see the new version and the
-      // next the old. Best effort: should Redis not take it, the invalidation below still runs.
-      await Promise.all(owed.map((o) => this.redis.markWrite(o.key).catch(() => undefined)));
       return { result, owed };
-    });
+    }, this.fenceFills);
     if (owed.length > 0) {
       await this.options.afterCommit?.(owed.map((o) => o.key));
       // Always tried, whatever this replica's breaker says: another replica may be reading

@@ -13,7 +13,15 @@ import {
   type SessionRecord,
 } from '../domain/session.js';
 import type { OutboxAction, OutboxRepository, OutboxRow } from './outbox.js';
-import type { ExpectedVersion, PatchResult, SessionWrites, SubjectCursor, TransactionalSessionStore, WriteResult } from './session-store.js';
+import type {
+  ExpectedVersion,
+  PatchResult,
+  SessionWrites,
+  SubjectCursor,
+  TransactionalSessionStore,
+  TransactionHooks,
+  WriteResult,
+} from './session-store.js';
 
 /** How many rotation-grace hops a read follows (a session rotated twice within the grace). */
 const MAX_GRACE_HOPS = 3;
@@ -339,9 +347,12 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
       .prepare();
   }
 
-  /** Runs several statements in one transaction (the cache tier adds its outbox rows this way). */
-  transaction<T>(work: (tx: SessionWrites) => Promise<T>): Promise<T> {
-    return this.database.transaction((db) => work(new SessionStatements(db)));
+  /**
+   * Runs several statements in one transaction (the cache tier adds its outbox rows this way),
+   * and `hooks.beforeCommit` right before its COMMIT (the cache tier's write markers).
+   */
+  transaction<T>(work: (tx: SessionWrites) => Promise<T>, hooks?: TransactionHooks<T>): Promise<T> {
+    return this.database.transaction((db) => work(new SessionStatements(db)), hooks);
   }
 
   private single<T>(work: (s: SessionStatements) => Promise<T>): Promise<T> {

@@ -93,10 +93,20 @@ export interface SessionWrites {
   recordOutbox(key: SessionKey, action: OutboxAction): Promise<number>;
 }
 
+/** What the cache tier runs at the edge of a transaction of the authoritative store. */
+export interface TransactionHooks<T> {
+  /**
+   * Runs once `work` succeeded, with its result, right before COMMIT, while nothing of the
+   * transaction is visible to other readers yet (again on each retry of the transaction). The
+   * cache tier plants its write markers here. A rejection rolls the transaction back.
+   */
+  beforeCommit?: ((result: T) => Promise<void>) | undefined;
+}
+
 /** The authoritative store (MariaDB) as the cache tier in front of it uses it. */
 export interface TransactionalSessionStore extends SessionStore {
-  /** Runs `work` in one transaction: all of it commits, or none. */
-  transaction<T>(work: (tx: SessionWrites) => Promise<T>): Promise<T>;
+  /** Runs `work` in one transaction, then `hooks.beforeCommit`: all of it commits, or none. */
+  transaction<T>(work: (tx: SessionWrites) => Promise<T>, hooks?: TransactionHooks<T>): Promise<T>;
   /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
   persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean>;
 }
