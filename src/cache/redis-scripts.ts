@@ -1,5 +1,5 @@
 /**
- * Lua scripts of the cache protocol (DESIGN §4). Each touches only the keys of one session,
+ * Lua scripts of the cache protocol (docs/design.md §5). Each touches only the keys of one session,
  * which share a hash tag, so they run unchanged on Redis Cluster. Times are epoch milliseconds
  * passed as strings and compared with tonumber (exact below 2^53).
  */

@@ -87,7 +87,7 @@ export const sessions = mysqlTable(
 );
 
 /**
- * Cache invalidations that Redis has not acknowledged yet (DESIGN §4.3). A row is written in the
+ * Cache invalidations that Redis has not acknowledged yet (docs/design.md §5.5). A row is written in the
  * same transaction as the change it describes and deleted once Redis took the invalidation or
  * tombstone; a worker in every replica replays rows that are left over.
  */

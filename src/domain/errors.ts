@@ -1,4 +1,4 @@
-/** Stable machine codes of the problem+json errors (DESIGN §2). */
+/** Stable machine codes of the problem+json errors (docs/design.md §3). */
 export type ProblemCode =
   | 'session_not_found'
   | 'version_mismatch'

@@ -1,7 +1,7 @@
 import { expiresAt, type SessionRecord } from '../domain/session.js';
 import { publicIdOf } from '../domain/token.js';
 
-/** The public JSON shape of a session (DESIGN §2). Never carries the token or its hash bytes. */
+/** The public JSON shape of a session (docs/design.md §2.4). Never carries the token or its hash bytes. */
 export function sessionView(s: SessionRecord) {
   return {
     id: publicIdOf(s.idHash),

@@ -48,7 +48,7 @@ export interface CachedSessionStoreOptions {
 }
 
 /**
- * Redis in front of the MariaDB store, by the protocol of DESIGN §4:
+ * Redis in front of the MariaDB store, by the protocol of docs/design.md §5:
  * - writers never put values into Redis: after a commit they invalidate, after a destroy or
  *   rotate they plant a tombstone; an outbox row in the same transaction survives until Redis
  *   acknowledged, and a worker replays leftovers;
@@ -185,7 +185,7 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
   }
 
   /**
-   * Cache-aside fill behind a lease (DESIGN §4.2). The lease is taken before MariaDB is read;
+   * Cache-aside fill behind a lease (docs/design.md §5.4). The lease is taken before MariaDB is read;
    * an invalidate or destroy in between deletes it, and the install script then refuses.
    * Installed or not, the answer takes the max of the row's idle expiry and the touch register
    * Redis still holds (touches not yet written behind survive an invalidation there), and raises

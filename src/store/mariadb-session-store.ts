@@ -158,7 +158,7 @@ export class SessionStatements implements SessionWrites {
 
   /**
    * Remembers the ids of the sessions `where` selects, until their absolute expiry, as ids
-   * that may not be created again (DESIGN: a destroyed id never returns). An id that comes back
+   * that may not be created again (docs/design.md §8: a destroyed id never returns). An id that comes back
    * after its absolute expiry and dies again is remembered for its new life.
    */
   private async remember(where: SQL): Promise<void> {

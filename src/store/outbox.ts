@@ -16,7 +16,7 @@ export interface OutboxRow {
 /**
  * The cache's outbox: invalidations and tombstones owed to Redis. A row is written in the same
  * transaction as the change it follows (SessionWrites.recordOutbox) and deleted once Redis took
- * it; the outbox worker replays what is left (docs/design.md, "The cache protocol").
+ * it; the outbox worker replays what is left (docs/design.md §5.5).
  */
 export interface OutboxRepository {
   /** Rows older than `before`, oldest first. */

@@ -1,5 +1,5 @@
 /**
- * The degraded-mode table of DESIGN §4, end to end: two `node dist/server.js` replicas on a
+ * The degraded-mode table of docs/design.md §6, end to end: two `node dist/server.js` replicas on a
  * private MariaDB and Redis, steady traffic from a few concurrent loops, and faults injected
  * into the dependencies (SIGKILL + restart, SIGSTOP + SIGCONT). The replicas are never
  * restarted: every scenario runs on the processes the previous one left behind.

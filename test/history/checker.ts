@@ -1,5 +1,5 @@
 /**
- * History checker for sessiond (DESIGN §1, G2–G4 and G1 as seen by clients).
+ * History checker for sessiond (docs/design.md §1, G2–G4 and G1 as seen by clients).
  *
  * A history is every call the workload made: invocation and return time (one monotonic clock,
  * ms), the token it used (by label), the answer. Calls that failed (transport error, timeout,

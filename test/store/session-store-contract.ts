@@ -3,7 +3,7 @@ import type { Test } from 'tap';
 import type { SessionKey, SessionRecord } from '../../src/domain/session.js';
 import type { SessionStore } from '../../src/store/session-store.js';
 
-/** What every store implementation promises; run against each backend (DESIGN §5). */
+/** What every store implementation promises; run against each backend (docs/design.md §4). */
 export interface ContractSubject {
   store: SessionStore;
   /** The touch write-behind threshold the store was built with, in seconds. */
