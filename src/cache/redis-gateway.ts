@@ -210,11 +210,19 @@ export class RedisGateway {
     this.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis error');
   }
 
-  /** Rejects when `p` has not settled within `ms` (the command may still run in Redis). */
+  /**
+   * Rejects when `p` has not settled within `ms` (the command may still run in Redis).
+   *
+   * The rejection waits for the poll phase of the turn in which the timer fired: after the event
+   * loop was blocked (a long task, a descheduled process on a loaded machine) Node runs due
+   * timers before it reads the sockets, so a reply that had arrived in time would otherwise lose
+   * to its own deadline, and the call fall back to MariaDB for nothing. setImmediate runs after
+   * that poll phase; a reply read there settles `p` first and the late rejection is a no-op.
+   */
   private withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     // One promise and one timer per call (Promise.race + finally made three promises more).
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('redis deadline exceeded')), ms);
+      const timer = setTimeout(() => setImmediate(() => reject(new Error('redis deadline exceeded'))), ms);
       p.then(
         (value) => {
           clearTimeout(timer);

@@ -212,6 +212,11 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
     }
+    // Redis did not answer the install: this answer is MariaDB's alone, without the touch
+    // register, so its expiry may lag touches Redis acknowledged (by at most the write-behind
+    // threshold). That is a call served from MariaDB because Redis was unavailable, and counts
+    // as one: unseen, it looked like expiry moving backwards with Redis healthy.
+    this.counters.fallbacks += 1;
     return record;
   }
 

@@ -252,6 +252,39 @@ t.test('a fill that read MariaDB before a touch wrote it through cannot install 
   t.same((await cached.get(s, at(TH + 11)))?.idleExpiresAt, at(TH + 10 + 1800), 'the entry it installed does not show the older expiry');
 });
 
+t.test('a fill whose install Redis does not answer is a counted fallback, its expiry within the write-behind bound', async (t) => {
+  const redis = await privateRedis(t);
+  let stallNext = false;
+  const { cached, db, gateway } = await setup(t, {
+    redisUrl: redis.url,
+    // Redis stops between the fill's MariaDB read and its install: the install times out.
+    beforeInstall: async () => {
+      if (stallNext) {
+        stallNext = false;
+        redis.kill('SIGSTOP');
+      }
+    },
+  });
+  t.teardown(() => redis.kill('SIGCONT'));
+  const { s, at } = longSession();
+  await cached.create(s);
+  await cached.get(s, at(0)); // warm
+  const touched = await cached.touch(s, at(TH / 2));
+  t.same(touched?.idleExpiresAt, at(TH / 2 + 1800), 'Redis took the touch');
+  t.equal((await cached.replaceData(s, { v: 2 }, { any: true }, at(TH / 2))).kind, 'ok', 'a write drops the entry (the touch register stays)');
+  const before = cached.counters.fallbacks;
+  stallNext = true;
+  const read = await cached.get(s, at(TH / 2 + 1));
+  t.same(read?.data, { v: 2 }, 'the read is still answered, by MariaDB');
+  t.same(read?.idleExpiresAt, (await db.get(s, at(TH / 2 + 1)))?.idleExpiresAt, "with MariaDB's expiry, which lacks the touch");
+  const lagMs = touched!.idleExpiresAt.getTime() - read!.idleExpiresAt.getTime();
+  t.ok(lagMs > 0 && lagMs <= TH * 1000, `behind the acknowledged touch by ${lagMs / 1000} s: within the ${TH} s bound`);
+  t.equal(cached.counters.fallbacks, before + 1, 'and counted as a call served from MariaDB because Redis was unavailable');
+  redis.kill('SIGCONT');
+  for (let i = 0; i < 100 && !gateway.available(); i++) await new Promise((r) => setTimeout(r, 20));
+  t.same((await cached.get(s, at(TH / 2 + 2)))?.idleExpiresAt, at(TH / 2 + 1800), 'once Redis answers, reads show the touched expiry again');
+});
+
 t.test('a touch lost with Redis costs at most the write-behind threshold', async (t) => {
   const redis = await privateRedis(t);
   const { cached } = await setup(t, { redisUrl: redis.url });
