@@ -89,18 +89,21 @@ async function installChromium(log: Log): Promise<string> {
 export const DEBIAN_PYTHON = '/usr/bin/python3';
 const PYTHON_DJANGO_PACKAGES = ['python3', 'python3-django', 'python3-urllib3'] as const;
 
-function importsDjango(): boolean {
-  return spawnSync(DEBIAN_PYTHON, ['-c', 'import django, urllib3'], { stdio: 'ignore', timeout: 60_000 }).status === 0;
+function imports(modules: readonly string[]): boolean {
+  return spawnSync(DEBIAN_PYTHON, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore', timeout: 60_000 }).status === 0;
 }
 
 /**
  * For the Django session engine's tests (clients/django): installs Debian's python3-django and
  * python3-urllib3 with apt-get when missing and returns the interpreter that imports them.
+ * `mysql` adds python3-mysqldb, for a Django on MariaDB (the Django import's test).
  */
-export async function ensurePythonDjango(log: Log = stderrLog): Promise<string> {
-  if (importsDjango()) return DEBIAN_PYTHON;
-  log(`devstack: python3-django missing; installing ${PYTHON_DJANGO_PACKAGES.join(', ')} with apt-get`);
-  await aptInstall(PYTHON_DJANGO_PACKAGES, 'python3-django is missing');
-  if (!importsDjango()) throw new Error(`${DEBIAN_PYTHON} still cannot import django and urllib3 after apt-get install`);
+export async function ensurePythonDjango(log: Log = stderrLog, options: { mysql?: boolean } = {}): Promise<string> {
+  const modules = ['django', 'urllib3', ...(options.mysql === true ? ['MySQLdb'] : [])];
+  if (imports(modules)) return DEBIAN_PYTHON;
+  const packages = [...PYTHON_DJANGO_PACKAGES, ...(options.mysql === true ? ['python3-mysqldb'] : [])];
+  log(`devstack: python3-django missing; installing ${packages.join(', ')} with apt-get`);
+  await aptInstall(packages, 'python3-django is missing');
+  if (!imports(modules)) throw new Error(`${DEBIAN_PYTHON} still cannot import ${modules.join(', ')} after apt-get install`);
   return DEBIAN_PYTHON;
 }

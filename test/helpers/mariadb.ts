@@ -55,9 +55,18 @@ export async function migrateDatabase(rootUrl: string, name: string): Promise<st
 
 /** A fresh, migrated database for one test (file), dropped afterwards. */
 export async function migratedDatabase(t: TapLike): Promise<string> {
+  return freshDatabase(t, migrateDatabase);
+}
+
+/** A fresh, empty database for one test (file) on the test's MariaDB, dropped afterwards. */
+export async function emptyDatabase(t: TapLike): Promise<string> {
+  return freshDatabase(t, createDatabase);
+}
+
+async function freshDatabase(t: TapLike, make: (rootUrl: string, name: string) => Promise<string>): Promise<string> {
   const root = await rootUrl(t);
   const name = `t_${randomBytes(6).toString('hex')}`;
-  const url = await migrateDatabase(root, name);
+  const url = await make(root, name);
   t.teardown(async () => {
     const c = await mysql.createConnection({ uri: root });
     await c.query(`DROP DATABASE IF EXISTS \`${name}\``);
