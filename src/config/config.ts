@@ -7,11 +7,11 @@ import { ConfigError } from './config-error.js';
 import { readTlsFiles, type TlsConfig } from './tls-files.js';
 import type { RedisConnectionOptions } from '../cache/redis-gateway.js';
 import type { RequestLogging } from '../http/request-log.js';
+import type { EnvVariables, LogLevel } from './schema.js';
+import { readEnvironment } from './environment.js';
 
 export { ConfigError };
-export type { TlsConfig };
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type { TlsConfig, LogLevel };
 
 /** Session limits that are not per namespace (timeouts are: see policies). */
 export interface SessionLimits {
@@ -66,45 +66,7 @@ export interface Config {
   docs: { enabled: boolean };
 }
 
-
 type Env = Record<string, string | undefined>;
-
-const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const REQUEST_LOGGING: readonly RequestLogging[] = ['all', 'errors', 'none'];
-
-function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
-  const value = (raw(env, name) ?? fallback) as T;
-  if (!values.includes(value)) throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${value}"`);
-  return value;
-}
-
-function raw(env: Env, name: string): string | undefined {
-  const value = env[name];
-  return value === undefined || value.trim() === '' ? undefined : value.trim();
-}
-
-function required(env: Env, name: string): string {
-  const value = raw(env, name);
-  if (value === undefined) throw new ConfigError(name, 'is required but not set');
-  return value;
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const value = raw(env, name);
-  if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got "${value}"`);
-  const n = Number(value);
-  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
-  return n;
-}
-
-function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const value = raw(env, name);
-  if (value === undefined) return fallback;
-  if (/^(true|1|yes|on)$/i.test(value)) return true;
-  if (/^(false|0|no|off)$/i.test(value)) return false;
-  throw new ConfigError(name, `must be true or false, got "${value}"`);
-}
 
 /** Validates a mysql:// URL without echoing its password into errors. */
 export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
@@ -126,27 +88,27 @@ export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
   return url;
 }
 
-function clusterNodes(env: Env): { host: string; port: number }[] | undefined {
-  const value = raw(env, 'REDIS_CLUSTER_NODES');
+function clusterNodes(value: string | undefined): { host: string; port: number }[] | undefined {
   if (value === undefined) return undefined;
-  return value.split(',').map((part) => {
-    const m = /^\s*([^\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part);
+  return value.split(',').map((part, i) => {
+    const m = /^\s*([^\s:@/]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part);
     if (m === null || Number(m[2]) > 65535) {
-      throw new ConfigError('REDIS_CLUSTER_NODES', `must be a comma-separated list of host:port, got "${part.trim()}"`);
+      // A URL with a login given here by mistake: its password is not quoted back.
+      const got = /[@/]/.test(part) ? `entry ${i + 1} is a URL (the login goes in REDIS_USERNAME and REDIS_PASSWORD)` : `got "${part.trim()}"`;
+      throw new ConfigError('REDIS_CLUSTER_NODES', `must be a comma-separated list of host:port, ${got}`);
     }
     return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
   });
 }
 
-function redisConfig(env: Env): RedisConnectionOptions | undefined {
-  const url = redisUrl(env);
-  const nodes = clusterNodes(env);
+function redisConfig(vars: EnvVariables): RedisConnectionOptions | undefined {
+  const url = redisUrl(vars.REDIS_URL);
+  const nodes = clusterNodes(vars.REDIS_CLUSTER_NODES);
   if (url !== undefined && nodes !== undefined) {
     throw new ConfigError('REDIS_CLUSTER_NODES', 'set either REDIS_URL (one node) or REDIS_CLUSTER_NODES (a cluster), not both');
   }
   if (url === undefined && nodes === undefined) return undefined;
-  const username = raw(env, 'REDIS_USERNAME');
-  const password = raw(env, 'REDIS_PASSWORD');
+  const { REDIS_USERNAME: username, REDIS_PASSWORD: password } = vars;
   if (username !== undefined && password === undefined) {
     throw new ConfigError('REDIS_PASSWORD', 'is required when REDIS_USERNAME is set (an ACL user logs in with a password)');
   }
@@ -154,15 +116,15 @@ function redisConfig(env: Env): RedisConnectionOptions | undefined {
     throw new ConfigError('REDIS_PASSWORD', 'REDIS_URL carries a user or password already: set them in one place');
   }
   return {
-    url: url === undefined ? undefined : raw(env, 'REDIS_URL'),
+    url: url === undefined ? undefined : vars.REDIS_URL,
     clusterNodes: nodes,
     username,
     password,
-    tls: redisTls(env, url),
-    commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 50, 1, 10_000),
-    connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 500, 10, 60_000),
-    breakerFailureThreshold: integer(env, 'REDIS_BREAKER_FAILURES', 3, 1, 1000),
-    breakerCooldownMs: integer(env, 'REDIS_BREAKER_COOLDOWN_MS', 1000, 10, 600_000),
+    tls: redisTls(vars, url),
+    commandTimeoutMs: vars.REDIS_COMMAND_TIMEOUT_MS,
+    connectTimeoutMs: vars.REDIS_CONNECT_TIMEOUT_MS,
+    breakerFailureThreshold: vars.REDIS_BREAKER_FAILURES,
+    breakerCooldownMs: vars.REDIS_BREAKER_COOLDOWN_MS,
   };
 }
 
@@ -170,15 +132,15 @@ function redisConfig(env: Env): RedisConnectionOptions | undefined {
  * TLS to Redis: a rediss:// URL, or REDIS_TLS=true for a cluster; a CA or client certificate
  * alone turns it on for a cluster too. Never without verifying the server's certificate.
  */
-function redisTls(env: Env, url: URL | undefined): TlsConfig | undefined {
+function redisTls(vars: EnvVariables, url: URL | undefined): TlsConfig | undefined {
   const files = {
-    ca: { variable: 'REDIS_TLS_CA_FILE', path: raw(env, 'REDIS_TLS_CA_FILE') },
-    cert: { variable: 'REDIS_TLS_CERT_FILE', path: raw(env, 'REDIS_TLS_CERT_FILE') },
-    key: { variable: 'REDIS_TLS_KEY_FILE', path: raw(env, 'REDIS_TLS_KEY_FILE') },
+    ca: { variable: 'REDIS_TLS_CA_FILE', path: vars.REDIS_TLS_CA_FILE },
+    cert: { variable: 'REDIS_TLS_CERT_FILE', path: vars.REDIS_TLS_CERT_FILE },
+    key: { variable: 'REDIS_TLS_KEY_FILE', path: vars.REDIS_TLS_KEY_FILE },
   };
   const someFile = Object.values(files).find((f) => f.path !== undefined);
   const fromScheme = url === undefined ? undefined : url.protocol === 'rediss:';
-  const enabled = boolean(env, 'REDIS_TLS', fromScheme ?? someFile !== undefined);
+  const enabled = vars.REDIS_TLS ?? fromScheme ?? someFile !== undefined;
   if (fromScheme !== undefined && enabled !== fromScheme) {
     throw new ConfigError('REDIS_TLS', `is ${enabled} but REDIS_URL uses ${url!.protocol}// (rediss:// is TLS, redis:// is not)`);
   }
@@ -189,21 +151,20 @@ function redisTls(env: Env, url: URL | undefined): TlsConfig | undefined {
 }
 
 /** TLS to MariaDB: DATABASE_TLS=true (the system's CAs), or a CA file. */
-function databaseTls(env: Env): TlsConfig | undefined {
+function databaseTls(vars: EnvVariables): TlsConfig | undefined {
   const files = {
-    ca: { variable: 'DATABASE_TLS_CA_FILE', path: raw(env, 'DATABASE_TLS_CA_FILE') },
-    cert: { variable: 'DATABASE_TLS_CERT_FILE', path: raw(env, 'DATABASE_TLS_CERT_FILE') },
-    key: { variable: 'DATABASE_TLS_KEY_FILE', path: raw(env, 'DATABASE_TLS_KEY_FILE') },
+    ca: { variable: 'DATABASE_TLS_CA_FILE', path: vars.DATABASE_TLS_CA_FILE },
+    cert: { variable: 'DATABASE_TLS_CERT_FILE', path: vars.DATABASE_TLS_CERT_FILE },
+    key: { variable: 'DATABASE_TLS_KEY_FILE', path: vars.DATABASE_TLS_KEY_FILE },
   };
   const someFile = Object.values(files).find((f) => f.path !== undefined);
-  const enabled = boolean(env, 'DATABASE_TLS', someFile !== undefined);
+  const enabled = vars.DATABASE_TLS ?? someFile !== undefined;
   if (!enabled && someFile !== undefined) throw new ConfigError(someFile.variable, 'is set but DATABASE_TLS is false');
   return enabled ? readTlsFiles(files) : undefined;
 }
 
 /** Validates REDIS_URL without echoing its password into errors. */
-function redisUrl(env: Env): URL | undefined {
-  const value = raw(env, 'REDIS_URL');
+function redisUrl(value: string | undefined): URL | undefined {
   if (value === undefined) return undefined;
   let url: URL;
   try {
@@ -224,36 +185,35 @@ function redisUrl(env: Env): URL | undefined {
   return url;
 }
 
-const DAY = 86_400;
-
 /**
  * Reads and validates the whole configuration once. Any bad value throws a ConfigError naming
  * the variable; the server prints it and exits.
  */
 export function loadConfig(env: Env = process.env): Config {
-  const apiKeysFile = required(env, 'API_KEYS_FILE');
+  const vars = readEnvironment(env);
   let text: string;
   try {
-    text = readFileSync(apiKeysFile, 'utf8');
+    text = readFileSync(vars.API_KEYS_FILE, 'utf8');
   } catch (err) {
     throw new ConfigError('API_KEYS_FILE', `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  return buildConfig(env, parseApiKeysFile(text, 'API_KEYS_FILE'), apiKeysFile);
+  return fromVariables(vars, parseApiKeysFile(text, 'API_KEYS_FILE'));
 }
 
 /** The configuration from variables and already-loaded keys (tests and tools use it directly). */
 export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKeysFile = '(inline)'): Config {
+  return fromVariables(readEnvironment({ ...env, API_KEYS_FILE: apiKeysFile }), keysFile);
+}
+
+/** What the schema cannot say: rules between variables, the URLs' shapes, the TLS files. */
+function fromVariables(vars: EnvVariables, keysFile: KeysFile | ApiKeyEntry[]): Config {
   const { keys: apiKeys, namespaces } = Array.isArray(keysFile) ? { keys: keysFile, namespaces: {} } : keysFile;
-  const databaseUrl = required(env, 'DATABASE_URL');
-  parseDatabaseUrl(databaseUrl);
+  parseDatabaseUrl(vars.DATABASE_URL);
 
-  const logLevel = oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info');
-  const logRequests = oneOf(env, 'LOG_REQUESTS', REQUEST_LOGGING, 'errors');
-
-  const idleTimeoutMax = integer(env, 'SESSION_IDLE_TIMEOUT_MAX_SECONDS', DAY, 1, 365 * DAY);
-  const idleTimeoutDefault = integer(env, 'SESSION_IDLE_TIMEOUT_SECONDS', 30 * 60, 1, 365 * DAY);
-  const absoluteTimeoutMax = integer(env, 'SESSION_ABSOLUTE_TIMEOUT_MAX_SECONDS', 30 * DAY, 1, 3650 * DAY);
-  const absoluteTimeoutDefault = integer(env, 'SESSION_ABSOLUTE_TIMEOUT_SECONDS', 12 * 3600, 1, 3650 * DAY);
+  const idleTimeoutMax = vars.SESSION_IDLE_TIMEOUT_MAX_SECONDS;
+  const idleTimeoutDefault = vars.SESSION_IDLE_TIMEOUT_SECONDS;
+  const absoluteTimeoutMax = vars.SESSION_ABSOLUTE_TIMEOUT_MAX_SECONDS;
+  const absoluteTimeoutDefault = vars.SESSION_ABSOLUTE_TIMEOUT_SECONDS;
   if (idleTimeoutDefault > idleTimeoutMax) {
     throw new ConfigError('SESSION_IDLE_TIMEOUT_SECONDS', `must not exceed SESSION_IDLE_TIMEOUT_MAX_SECONDS (${idleTimeoutMax})`);
   }
@@ -270,11 +230,8 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
       idleTimeoutMax,
       absoluteTimeoutDefault,
       absoluteTimeoutMax,
-      maxSessionsPerSubject: integer(env, 'SESSIONS_PER_SUBJECT_MAX', 0, 0, 100_000),
-      rateLimit: {
-        max: integer(env, 'RATE_LIMIT_MAX', 60_000, 0, 1e9),
-        windowSeconds: integer(env, 'RATE_LIMIT_WINDOW_SECONDS', 60, 1, DAY),
-      },
+      maxSessionsPerSubject: vars.SESSIONS_PER_SUBJECT_MAX,
+      rateLimit: { max: vars.RATE_LIMIT_MAX, windowSeconds: vars.RATE_LIMIT_WINDOW_SECONDS },
       // Off unless a namespace asks: tokens are then 256-bit and made by sessiond.
       clientTokens: false,
     },
@@ -282,47 +239,40 @@ export function buildConfig(env: Env, keysFile: KeysFile | ApiKeyEntry[], apiKey
   );
   checkPolicies(policies);
 
-  const host = raw(env, 'HOST') ?? '0.0.0.0';
   return {
-    databaseUrl,
-    redis: redisConfig(env),
+    databaseUrl: vars.DATABASE_URL,
+    redis: redisConfig(vars),
     cache: {
-      ttlSeconds: integer(env, 'CACHE_TTL_SECONDS', 300, 1, 7 * DAY),
-      leaseMs: integer(env, 'CACHE_LEASE_MS', 2000, 10, 600_000),
-      outboxReplayIntervalMs: integer(env, 'OUTBOX_REPLAY_INTERVAL_MS', 250, 10, 600_000),
+      ttlSeconds: vars.CACHE_TTL_SECONDS,
+      leaseMs: vars.CACHE_LEASE_MS,
+      outboxReplayIntervalMs: vars.OUTBOX_REPLAY_INTERVAL_MS,
     },
-    host,
-    port: integer(env, 'PORT', 8080, 0, 65535),
-    logLevel,
-    logRequests,
-    apiKeysFile,
+    host: vars.HOST,
+    port: vars.PORT,
+    logLevel: vars.LOG_LEVEL,
+    logRequests: vars.LOG_REQUESTS,
+    apiKeysFile: vars.API_KEYS_FILE,
     apiKeys,
     policies,
-    guessing: {
-      warnThreshold: integer(env, 'GUESSING_WARN_THRESHOLD', 100, 1, 1e9),
-      windowSeconds: integer(env, 'GUESSING_WINDOW_SECONDS', 60, 1, DAY),
-    },
-    sessions: {
-      dataMaxBytes: integer(env, 'SESSION_DATA_MAX_BYTES', 64 * 1024, 2, 16 * 1024 * 1024),
-      touchPersistThreshold: integer(env, 'TOUCH_PERSIST_THRESHOLD_SECONDS', 60, 0, DAY),
-    },
+    guessing: { warnThreshold: vars.GUESSING_WARN_THRESHOLD, windowSeconds: vars.GUESSING_WINDOW_SECONDS },
+    sessions: { dataMaxBytes: vars.SESSION_DATA_MAX_BYTES, touchPersistThreshold: vars.TOUCH_PERSIST_THRESHOLD_SECONDS },
     sweeper: {
-      intervalSeconds: integer(env, 'SWEEPER_INTERVAL_SECONDS', 60, 0, DAY),
-      batchSize: integer(env, 'SWEEPER_BATCH_SIZE', 500, 1, 100_000),
-      maxRowsPerSecond: integer(env, 'SWEEPER_MAX_ROWS_PER_SECOND', 2000, 0, 1_000_000),
+      intervalSeconds: vars.SWEEPER_INTERVAL_SECONDS,
+      batchSize: vars.SWEEPER_BATCH_SIZE,
+      maxRowsPerSecond: vars.SWEEPER_MAX_ROWS_PER_SECOND,
     },
     db: {
-      poolSize: integer(env, 'DB_POOL_SIZE', 10, 1, 1000),
-      acquireTimeoutMs: integer(env, 'DB_ACQUIRE_TIMEOUT_MS', 1000, 10, 60_000),
-      queryTimeoutMs: integer(env, 'DB_QUERY_TIMEOUT_MS', 2000, 10, 600_000),
-      connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 1000, 10, 60_000),
-      tls: databaseTls(env),
+      poolSize: vars.DB_POOL_SIZE,
+      acquireTimeoutMs: vars.DB_ACQUIRE_TIMEOUT_MS,
+      queryTimeoutMs: vars.DB_QUERY_TIMEOUT_MS,
+      connectTimeoutMs: vars.DB_CONNECT_TIMEOUT_MS,
+      tls: databaseTls(vars),
     },
-    shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
-    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 10_000, 0, 600_000),
-    connectionTimeoutMs: integer(env, 'CONNECTION_TIMEOUT_MS', 120_000, 0, 3_600_000),
-    keepAliveTimeoutMs: integer(env, 'KEEP_ALIVE_TIMEOUT_MS', 65_000, 1, 3_600_000),
-    metrics: { port: raw(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535) },
-    docs: { enabled: boolean(env, 'DOCS_ENABLED', true) },
+    shutdownTimeoutMs: vars.SHUTDOWN_TIMEOUT_MS,
+    requestTimeoutMs: vars.REQUEST_TIMEOUT_MS,
+    connectionTimeoutMs: vars.CONNECTION_TIMEOUT_MS,
+    keepAliveTimeoutMs: vars.KEEP_ALIVE_TIMEOUT_MS,
+    metrics: { port: vars.METRICS_PORT },
+    docs: { enabled: vars.DOCS_ENABLED },
   };
 }

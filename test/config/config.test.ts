@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { buildConfig, ConfigError, loadConfig } from '../../src/config/config.js';
+import { variables } from '../../src/config/schema.js';
 import { redisEndpoint } from '../../src/cache/redis-gateway.js';
 import { makeTestPki } from '../../devstack/tls.js';
 import { mintApiKey } from '../../src/auth/api-keys.js';
@@ -63,6 +64,80 @@ t.test('each bad value names its variable', async (t) => {
   failsOn(t, { ...base, REDIS_CLUSTER_NODES: 'a:1', REDIS_URL: 'redis://b:2' }, 'REDIS_CLUSTER_NODES');
   failsOn(t, { ...base, REDIS_URL: 'redis://b:2', REDIS_COMMAND_TIMEOUT_MS: '0' }, 'REDIS_COMMAND_TIMEOUT_MS');
   failsOn(t, { ...base, CACHE_TTL_SECONDS: 'forever' }, 'CACHE_TTL_SECONDS');
+});
+
+t.test('every variable of the schema refuses a value of the wrong kind, naming itself and the value', async (t) => {
+  let checked = 0;
+  for (const { name, schema } of variables()) {
+    const bad: [string, RegExp][] =
+      schema.type === 'integer'
+        ? [
+            ['twelve', /must be a whole number, got "twelve"/],
+            [String(schema.maximum! + 1), new RegExp(`must be between ${schema.minimum} and ${schema.maximum}, got ${schema.maximum! + 1}$`)],
+          ]
+        : schema.type === 'boolean'
+          ? [['maybe', /must be true or false, got "maybe"/]]
+          : schema.enum !== undefined
+            ? [['loudest', new RegExp(`must be one of ${schema.enum.join(', ')}, got "loudest"`)]]
+            : [];
+    for (const [value, message] of bad) {
+      failsOn(t, { ...base, [name]: value }, name);
+      t.throws(() => loadConfig({ ...base, [name]: value }), { message }, `${name}=${value}`);
+      checked++;
+    }
+  }
+  t.ok(checked > 40, `${checked} wrong values checked`);
+});
+
+t.test('whole numbers are digits; booleans take true/false, 1/0, yes/no, on/off; blank is unset', async (t) => {
+  for (const value of ['1e3', '0x10', '+5', '5.0', '-1', '1_000']) failsOn(t, { ...base, PORT: value }, 'PORT');
+  t.equal(loadConfig({ ...base, PORT: ' 9000 ' }).port, 9000, 'surrounding blanks are trimmed');
+  t.equal(loadConfig({ ...base, PORT: '  ' }).port, 8080, 'a blank value is the default');
+  t.equal(loadConfig({ ...base, PORT: '0' }).port, 0, 'the lower bound is inside the range');
+  for (const value of ['false', 'FALSE', '0', 'no', 'Off']) t.equal(loadConfig({ ...base, DOCS_ENABLED: value }).docs.enabled, false, `DOCS_ENABLED=${value}`);
+  for (const value of ['true', 'True', '1', 'yes', 'ON']) t.equal(loadConfig({ ...base, DOCS_ENABLED: value }).docs.enabled, true, `DOCS_ENABLED=${value}`);
+  t.equal(loadConfig({ ...base, METRICS_PORT: '' }).metrics.port, undefined, 'no default: unset stays unset');
+  t.equal(loadConfig({ ...base, METRICS_PORT: '9090' }).metrics.port, 9090);
+  t.equal(loadConfig({ ...base, LOG_REQUESTS: 'all' }).logRequests, 'all');
+});
+
+t.test('only the given environment is read, and variables the schema does not know are ignored', async (t) => {
+  process.env.PORT = '1234';
+  process.env.DATABASE_URL = 'mysql://u:p@elsewhere:3306/other';
+  t.teardown(() => {
+    delete process.env.PORT;
+    delete process.env.DATABASE_URL;
+  });
+  const c = loadConfig({ ...base, NOT_A_SETTING: 'x', node_env: 'y' });
+  t.equal(c.port, 8080, 'process.env is not merged in');
+  t.equal(c.databaseUrl, base.DATABASE_URL);
+  t.equal(buildConfig({ DATABASE_URL: base.DATABASE_URL }, [mintApiKey('a', 'n').entry]).apiKeysFile, '(inline)', 'buildConfig needs no keys file');
+});
+
+t.test('with several bad values, the first in the schema is named', async (t) => {
+  failsOn(t, { ...base, SHUTDOWN_TIMEOUT_MS: '-1', PORT: '70000', LOG_LEVEL: 'loud' }, 'PORT');
+  failsOn(t, { API_KEYS_FILE: keysFile, PORT: '70000' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DOCS_ENABLED: 'maybe', DB_POOL_SIZE: '0' }, 'DOCS_ENABLED');
+});
+
+t.test('a password given in any string variable is never quoted back', async (t) => {
+  const values = ['redis://u:secret@h:1/x?y=1', 'mysql://u:secret@h/db?ssl=1', 'http://:secret@h', 'u:secret@h:1', 'a:1,b:secret@c:2', 'not a url :secret@'];
+  let failures = 0;
+  for (const { name, schema } of variables()) {
+    if (schema.type !== 'string') continue;
+    for (const value of values) {
+      for (const env of [{ ...base, [name]: value }, { ...base, REDIS_URL: 'rediss://u:secret@h:1', [name]: value }]) {
+        try {
+          loadConfig(env);
+        } catch (err) {
+          failures++;
+          t.type(err, ConfigError, `${name}=${value}: a ConfigError`);
+          t.notMatch((err as Error).message, /secret/, `${name}=${value}: ${(err as Error).message}`);
+        }
+      }
+    }
+  }
+  t.ok(failures > 30, `${failures} refusals checked`);
 });
 
 t.test('the service refuses to start without a usable key', async (t) => {
