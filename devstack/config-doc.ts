@@ -12,8 +12,10 @@ const DAY = 86_400;
 /** `1800` (30 min): a default in seconds longer than ten minutes is also given in larger units. */
 function inUnits(name: string, seconds: number): string {
   if (!name.endsWith('_SECONDS') || seconds <= 10 * MINUTE) return '';
-  const unit = seconds % DAY === 0 && seconds >= 2 * DAY ? [DAY, 'd'] : seconds % HOUR === 0 ? [HOUR, 'h'] : seconds % MINUTE === 0 ? [MINUTE, 'min'] : undefined;
-  return unit === undefined ? '' : ` (${seconds / (unit[0] as number)} ${unit[1]})`;
+  const units: [number, string][] = [[DAY, 'd'], [HOUR, 'h'], [MINUTE, 'min']];
+  // Days from two on (86400 reads better as 24 h).
+  const unit = units.find(([size]) => seconds % size === 0 && (size !== DAY || seconds >= 2 * DAY));
+  return unit === undefined ? '' : ` (${seconds / unit[0]} ${unit[1]})`;
 }
 
 function defaultCell(name: string, schema: VariableSchema, required: boolean): string {

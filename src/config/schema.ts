@@ -140,7 +140,8 @@ export const ENV_SCHEMA = Type.Object({
     10_000,
     'on SIGTERM, how long in-flight requests may take before the process exits anyway',
   ),
-});
+  // Variables it does not declare are not the service's (env-schema drops them).
+}, { additionalProperties: false });
 
 /** The variables after validation: numbers, booleans and defaults in place. */
 export type EnvVariables = Static<typeof ENV_SCHEMA>;
