@@ -8,7 +8,7 @@
  * (BENCH_*, listed in CONFIG below).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,8 +55,9 @@ const CONFIG = {
   sweepMaxSeconds: num('BENCH_SWEEP_MAX_SECONDS', 30), // reads are measured while the sweeper works, at most this long
   bufferPool: process.env.BENCH_INNODB_BUFFER_POOL ?? '512M',
   logFileSize: process.env.BENCH_INNODB_LOG_FILE_SIZE ?? '256M',
-  // 1 or touch: profile warm touch; read: warm read; create: create (unset: no profile)
-  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create' })[process.env.BENCH_PROFILE ?? ''] ?? false,
+  // 1 or touch: profile warm touch; read: warm read; create: create; app: the app-level comparison's
+  // processes (both apps and sessiond; with BENCH_ONLY=app) (unset: no profile)
+  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create', app: 'app' })[process.env.BENCH_PROFILE ?? ''] ?? false,
   out: process.env.BENCH_OUT ?? path.join(ROOT, 'bench/results/latest.json'),
 };
 
@@ -193,16 +194,16 @@ async function startService(env = {}, nodeArgs = []) {
 }
 
 /** A bench/ server script as a child process on a free port, once it answers GET /. */
-async function startScript(script, env, name) {
+async function startScript(script, env, name, nodeArgs = []) {
   const port = await freePort();
-  const proc = spawnChild([script], { PORT: String(port), ...env }, name);
+  const proc = spawnChild([...nodeArgs, script], { PORT: String(port), ...env }, name);
   const url = `http://${LOOPBACK}:${port}`;
   await waitHttp(`${url}/`, proc);
   return { ...proc, url };
 }
 
 const startBaseline = (mode, env) => startScript('bench/baseline-server.mjs', { BASELINE: mode, ...env }, `baseline-${mode}`);
-const startApp = (store, env) => startScript('bench/express-app.mjs', { STORE: store, ...env }, `express-${store}`);
+const startApp = (store, env, nodeArgs) => startScript('bench/express-app.mjs', { STORE: store, ...env }, `express-${store}`, nodeArgs);
 
 // ---------------------------------------------------------------------------------------------
 // Sessions
@@ -501,12 +502,17 @@ async function metric(base, name) {
 
 const APP_STORES = { redis: 'connect-redis', sessiond: 'sessiond' };
 
-/** Requests sessiond has answered on /v1 routes so far (its request histogram). */
+/**
+ * Requests sessiond has answered on /v1 routes so far (its request histogram), and how many
+ * times it served from MariaDB because Redis did not answer within its command timeout (on a
+ * CPU-starved machine the breaker opens and every call pays for MariaDB: a figure to read with).
+ */
 async function serviceCalls(base) {
   const text = await (await fetch(`${base}/metrics`)).text();
-  let n = 0;
-  for (const m of text.matchAll(/^sessiond_http_request_duration_seconds_count\{[^}]*route="\/v1[^}]*\} (\d+)$/gm)) n += Number(m[1]);
-  return n;
+  let calls = 0;
+  for (const m of text.matchAll(/^sessiond_http_request_duration_seconds_count\{[^}]*route="\/v1[^}]*\} (\d+)$/gm)) calls += Number(m[1]);
+  const fallbacks = Number(/^sessiond_cache_fallbacks_total (\d+)$/m.exec(text)?.[1] ?? 0);
+  return { calls, fallbacks };
 }
 
 /** Logs in `n` sessions through the app (8 at a time); returns their cookies. */
@@ -533,9 +539,10 @@ async function loginCookies(base, n) {
  */
 async function appComparison(svc) {
   log('Express app: express-session on connect-redis vs on sessiond');
+  const profileArgs = (name) => (CONFIG.profile === 'app' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(PROFILE_DIR, name)}`] : []);
   const apps = {
-    redis: await startApp('redis', { REDIS_URL: stack.redis.url }),
-    sessiond: await startApp('sessiond', { SESSIOND_URL: svc.url, SESSIOND_API_KEY: stack.key.key }),
+    redis: await startApp('redis', { REDIS_URL: stack.redis.url }, profileArgs('app-redis')),
+    sessiond: await startApp('sessiond', { SESSIOND_URL: svc.url, SESSIOND_API_KEY: stack.key.key }, profileArgs('app-sessiond')),
   };
   const cookies = {};
   for (const [store, app] of Object.entries(apps)) cookies[store] = await loginCookies(app.url, CONFIG.appSessions);
@@ -550,10 +557,12 @@ async function appComparison(svc) {
       const calls0 = await serviceCalls(svc.url);
       const r = await cannon(apps[store].url, { seconds: CONFIG.pairedSeconds, requests });
       const answers = r.ok + r.errors;
-      r.sessiondCallsPerRequest = ((await serviceCalls(svc.url)) - calls0) / answers;
+      const calls1 = await serviceCalls(svc.url);
+      r.sessiondCallsPerRequest = (calls1.calls - calls0.calls) / answers;
+      r.fallbacks = calls1.fallbacks - calls0.fallbacks;
       r.cpuUsPerRequest = ((cpuSeconds(apps[store].child.pid) - cpu0[0]) * 1e6) / answers;
       r.serviceCpuUsPerRequest = store === 'sessiond' ? ((cpuSeconds(svc.child.pid) - cpu0[1]) * 1e6) / answers : NaN;
-      log(`    app on ${APP_STORES[store]}: ${fmt(r.rps, 0)} req/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms, errors ${r.errors}, app CPU ${fmt(r.cpuUsPerRequest, 0)} µs/req, sessiond calls ${fmt(r.sessiondCallsPerRequest, 2)}/req`);
+      log(`    app on ${APP_STORES[store]}: ${fmt(r.rps, 0)} req/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms, errors ${r.errors}, app CPU ${fmt(r.cpuUsPerRequest, 0)} µs/req, sessiond calls ${fmt(r.sessiondCallsPerRequest, 2)}/req${store === 'sessiond' ? `, sessiond CPU ${fmt(r.serviceCpuUsPerRequest, 0)} µs/req, served from MariaDB (Redis too slow) ${r.fallbacks}` : ''}`);
       runs[store].push(r);
     }
   }
@@ -566,6 +575,7 @@ async function appComparison(svc) {
     cpuUsPerRequest: median(list.map((r) => r.cpuUsPerRequest)),
     serviceCpuUsPerRequest: median(list.map((r) => r.serviceCpuUsPerRequest)),
     sessiondCallsPerRequest: median(list.map((r) => r.sessiondCallsPerRequest)),
+    fallbacks: list.reduce((a, r) => a + (r.fallbacks ?? 0), 0),
     rounds: list.map((r) => ({ rps: r.rps, p99: r.p99 })),
   });
   const ratios = runs.sessiond.map((r, i) => r.rps / runs.redis[i].rps);
@@ -581,6 +591,9 @@ function appReport(app) {
     `app-level: Express 5 + express-session (resave/rolling off), GET / reads and touches its session; ${app.sessions} sessions per store; medians of ${app.rpsRatios.length} alternating rounds`,
     textTable(['app', 'req/s', 'p50', 'p99', 'errors', 'app cpu µs/req', 'sessiond cpu µs/req', 'sessiond calls/req'], [row('redis'), row('sessiond')]),
     `sessiond/connect-redis req/s per round: ${app.rpsRatios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(app.rpsRatio, 2)}); p99 ${fmt(app.sessiond.p99, 2)} vs ${fmt(app.redis.p99, 2)} ms`,
+    ...(app.sessiond.fallbacks > 0
+      ? [`note: sessiond served ${app.sessiond.fallbacks} calls from MariaDB in the measured rounds: Redis did not answer within its command timeout (the machine is short of CPU), so its breaker opened`]
+      : []),
   ];
 }
 
@@ -616,8 +629,17 @@ async function main() {
   log('starting sessiond');
   let svc = await startService();
   if (process.env.BENCH_ONLY === 'app') {
+    if (CONFIG.profile === 'app') {
+      await stopChild(svc);
+      rmSync(PROFILE_DIR, { recursive: true, force: true });
+      svc = await startService({}, ['--cpu-prof', `--cpu-prof-dir=${path.join(PROFILE_DIR, 'sessiond')}`]);
+    }
     results.app = await appComparison(svc);
     process.stdout.write(`\n${appReport(results.app).join('\n')}\n`);
+    if (CONFIG.profile === 'app') {
+      await stopChild(svc);
+      for (const name of ['app-redis', 'app-sessiond', 'sessiond']) printProfile(path.join(PROFILE_DIR, name), `${name} (the whole app-level comparison)`);
+    }
     return;
   }
   await sleep(500);
@@ -721,7 +743,7 @@ async function main() {
     results.peakRssMb = svc.peak().hwmMb;
     process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(results.runs).map(([k, v]) => [k, { rps: Math.round(v.rps), p50: v.p50, p99: v.p99, errors: v.errors, cpuUs: Math.round(v.cpuUsPerRequest) }])))}\npeak RSS ${results.peakRssMb}\n`);
     if (results.paired) process.stdout.write(`paired ${JSON.stringify(results.paired)}\n`);
-    if (CONFIG.profile) await profileScenario(warm, CONFIG.profile);
+    if (CONFIG.profile && CONFIG.profile !== 'app') await profileScenario(warm, CONFIG.profile);
     return;
   }
 
@@ -792,7 +814,7 @@ async function main() {
   await Promise.all([stopChild(p1), stopChild(p2)]);
 
   // --- optional CPU profile (BENCH_PROFILE).
-  if (CONFIG.profile) results.profile = await profileScenario(warm, CONFIG.profile);
+  if (CONFIG.profile && CONFIG.profile !== 'app') results.profile = await profileScenario(warm, CONFIG.profile);
 
   results.machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
   results.seconds = (performance.now() - t0) / 1000;
@@ -841,8 +863,22 @@ function machine() {
   };
 }
 
+const PROFILE_DIR = path.join(ROOT, '.local/bench/profile');
+
+/** Prints the summary of the one .cpuprofile in `dir`; answers it (null when none was written). */
+function printProfile(dir, name) {
+  const file = existsSync(dir) ? readdirSync(dir).find((f) => f.endsWith('.cpuprofile')) : undefined;
+  if (!file) {
+    log(`  no .cpuprofile written in ${path.relative(ROOT, dir)}`);
+    return null;
+  }
+  const summary = summarizeProfile(JSON.parse(readFileSync(path.join(dir, file), 'utf8')), 25);
+  process.stdout.write(`\nCPU profile of ${name} (${path.relative(ROOT, path.join(dir, file))}):\n${formatProfile(summary)}\n`);
+  return { scenario: name, file: path.relative(ROOT, path.join(dir, file)), ...summary };
+}
+
 async function profileScenario(warm, which) {
-  const dir = path.join(ROOT, '.local/bench/profile');
+  const dir = PROFILE_DIR;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const name = which === 'create' ? 'create' : `warm ${which}`;
@@ -851,15 +887,7 @@ async function profileScenario(warm, which) {
   const requests = { touch: () => touchReq(warm), read: () => readReq(warm), create: () => createReq() }[which]();
   await measure(`${which} (profiled)`, svc.url, requests, {}, svc.child.pid);
   await stopChild(svc);
-  const { readdirSync } = await import('node:fs');
-  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-  if (!file) {
-    log('  no .cpuprofile written');
-    return null;
-  }
-  const summary = summarizeProfile(JSON.parse(readFileSync(path.join(dir, file), 'utf8')), 25);
-  process.stdout.write(`\nCPU profile of ${name} (${path.relative(ROOT, path.join(dir, file))}):\n${formatProfile(summary)}\n`);
-  return { scenario: name, file: path.relative(ROOT, path.join(dir, file)), ...summary };
+  return printProfile(dir, name);
 }
 
 // ---------------------------------------------------------------------------------------------

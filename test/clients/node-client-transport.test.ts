@@ -107,3 +107,46 @@ t.test('calls share keep-alive connections', async (t) => {
   await Promise.all(Array.from({ length: 40 }, () => client.read(token())));
   t.ok(fake.counts.connections <= 32, `40 concurrent calls opened ${fake.counts.connections} connections (pool of 32)`);
 });
+
+t.test("the caller's signal ends a call in flight, and one that waits for a connection", async (t) => {
+  const fake = await fakeService(t, () => {
+    // never answers
+  });
+  const client = createClient({ url: fake.url, apiKey: 'k', connections: 1, timeout: 5_000 });
+  t.teardown(() => client.close());
+  const controller = new AbortController();
+  const reason = new Error('the app gave up');
+  const inFlight = client.touch(token(), { signal: controller.signal });
+  // The pool's only connection is taken: this one waits in undici's queue.
+  const queued = client.read(token(), { timeout: 100 });
+  const started = performance.now();
+  const queuedErr = await rejection(t, queued);
+  t.equal(queuedErr.code, 'deadline_exceeded', 'a queued call ends at its deadline too');
+  t.ok(performance.now() - started < 2_000, 'without waiting for the call ahead of it');
+  controller.abort(reason);
+  await t.rejects(inFlight, reason, "the call rejects with the signal's reason");
+  t.equal(fake.counts.requests, 1, 'only the first call reached the service');
+  await t.rejects(client.touch(token(), { signal: AbortSignal.abort(reason) }), reason, 'an aborted signal sends nothing');
+  t.equal(fake.counts.requests, 1);
+});
+
+t.test('an answer in several chunks is read whole; a problem from a proxy without JSON is typed by its status', async (t) => {
+  const big = { ...SESSION, data: { blob: 'x'.repeat(200_000) } };
+  const fake = await fakeService(t, (req, res) => {
+    if (req.url === '/v1/sessions/current/touch') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const text = JSON.stringify(big);
+      res.write(text.slice(0, 1000));
+      setTimeout(() => res.end(text.slice(1000)), 20);
+      return;
+    }
+    res.writeHead(502, { 'content-type': 'text/html' });
+    res.end('<html>Bad Gateway</html>');
+  });
+  const client = createClient({ url: fake.url, apiKey: 'k', retries: 0 });
+  t.teardown(() => client.close());
+  t.same(await client.touch(token()), big);
+  const err = await rejection(t, client.read(token()));
+  t.equal(err.code, 'http_502');
+  t.equal(err.status, 502);
+});

@@ -63,6 +63,67 @@ const RETRYABLE_STATUS = new Set([502, 503, 504]);
 type Answer = { status: number; headers: Record<string, string | string[] | undefined>; text: string };
 
 /**
+ * A call's deadline (retries included) and the caller's signal: either ends the attempt in
+ * flight, through the controller undici hands the handler, and any wait between attempts.
+ */
+class Deadline {
+  ended = false;
+  reason: unknown;
+  /** The attempt in flight, from its dispatch to its answer: undici's controller once it started, and its promise. */
+  attempt: { abort(reason: Error): void } | undefined;
+  fail: ((reason: unknown) => void) | undefined;
+  readonly #deadline: number;
+  readonly #timer: NodeJS.Timeout;
+  readonly #outer: AbortSignal | undefined;
+  #onOuterAbort: (() => void) | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(timeout: number, outer: AbortSignal | undefined) {
+    this.#deadline = performance.now() + timeout;
+    this.#timer = setTimeout(() => this.#end(new Error(`deadline of ${timeout} ms passed`)), timeout);
+    this.#outer = outer;
+    if (outer !== undefined) {
+      this.#onOuterAbort = () => this.#end(outer.reason);
+      outer.addEventListener('abort', this.#onOuterAbort, { once: true });
+    }
+  }
+
+  /** Milliseconds left. */
+  get left(): number {
+    return this.#deadline - performance.now();
+  }
+
+  /** Waits `ms` unless the call ends first; false when it ended. */
+  sleep(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        resolve(!this.ended);
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+    });
+  }
+
+  done(): void {
+    clearTimeout(this.#timer);
+    if (this.#onOuterAbort !== undefined) this.#outer!.removeEventListener('abort', this.#onOuterAbort);
+  }
+
+  #end(reason: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.reason = reason;
+    this.attempt?.abort(reason instanceof Error ? reason : new Error('aborted'));
+    // Rejected at once, even while undici still queues the request (say, waiting for a connection).
+    this.fail?.(reason);
+    this.#wake?.();
+  }
+}
+
+/**
  * A client for one sessiond service: one keep-alive connection pool (undici), a deadline per
  * call, problem answers as `SessiondError` (with the service's `code`), and retries only for
  * calls that are safe to repeat. `read` and `touch` answer `null` for an unknown session;
@@ -194,50 +255,74 @@ export class SessiondClient {
    */
   async request<T = unknown>(spec: RequestSpec, options: CallOptions = {}): Promise<Reply<T>> {
     const timeout = options.timeout ?? this.#timeout;
-    const deadline = performance.now() + timeout;
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), timeout);
     const outer = options.signal;
-    const onOuterAbort = () => controller.abort();
-    if (outer !== undefined) {
-      if (outer.aborted) controller.abort();
-      else outer.addEventListener('abort', onOuterAbort, { once: true });
-    }
-    const headers: Record<string, string> = { authorization: this.#authorization, ...spec.headers };
+    if (outer?.aborted) throw outer.reason;
+    // One timer per call, no AbortController: the deadline aborts the attempt in flight through
+    // undici's own controller (an AbortController and its listeners cost more than the call's parsing).
+    const call = new Deadline(timeout, outer);
+    const headers: Record<string, string> = spec.headers === undefined ? { authorization: this.#authorization } : { authorization: this.#authorization, ...spec.headers };
     if (spec.token !== undefined) headers['session-token'] = spec.token;
     let body: string | undefined;
     if (spec.body !== undefined) {
       body = typeof spec.body === 'string' ? spec.body : JSON.stringify(spec.body);
       headers['content-type'] = spec.contentType ?? 'application/json';
     }
+    const opts: Dispatcher.DispatchOptions = { origin: this.#origin, path: this.#prefix + spec.path, method: spec.method, headers, body };
     try {
       for (let attempt = 0; ; attempt++) {
         let answer: Answer;
         try {
-          answer = await this.#send(spec, headers, body, controller.signal);
+          answer = await this.#send(opts, call);
         } catch (err) {
-          if (controller.signal.aborted) throw abortError(spec, timeout, outer, err);
+          if (call.ended) throw abortError(spec, timeout, outer, err);
           const code = (err as { code?: string }).code ?? '';
-          if (attempt < this.#retries && (spec.idempotent || NOT_SENT.has(code)) && (await backoff(attempt, deadline, controller.signal))) continue;
-          if (controller.signal.aborted) throw abortError(spec, timeout, outer, err);
+          if (attempt < this.#retries && (spec.idempotent || NOT_SENT.has(code)) && (await backoff(attempt, call))) continue;
+          if (call.ended) throw abortError(spec, timeout, outer, err);
           throw new SessiondError('connection_failed', 0, `sessiond ${spec.method} ${routeOf(spec.path)}: ${code || (err as Error).message}`, undefined, { cause: err });
         }
         if (answer.status >= 200 && answer.status < 300) {
           return { status: answer.status, body: (answer.text === '' ? undefined : JSON.parse(answer.text)) as T };
         }
-        if (spec.idempotent && RETRYABLE_STATUS.has(answer.status) && attempt < this.#retries && (await backoff(attempt, deadline, controller.signal))) continue;
+        if (spec.idempotent && RETRYABLE_STATUS.has(answer.status) && attempt < this.#retries && (await backoff(attempt, call))) continue;
         throw problemError(spec, answer);
       }
     } finally {
-      clearTimeout(timer);
-      outer?.removeEventListener('abort', onOuterAbort);
+      call.done();
     }
   }
 
-  async #send(spec: RequestSpec, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<Answer> {
-    const res = await this.#dispatcher.request({ origin: this.#origin, path: this.#prefix + spec.path, method: spec.method, headers, body, signal });
-    const text = await res.body.text();
-    return { status: res.statusCode, headers: res.headers, text };
+  /** One attempt through undici's handler API: no response stream, no promise per chunk. */
+  #send(opts: Dispatcher.DispatchOptions, call: Deadline): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      call.fail = reject;
+      let status = 0;
+      let headers: Answer['headers'] = {};
+      let first: Buffer | undefined;
+      let chunks: Buffer[] | undefined;
+      this.#dispatcher.dispatch(opts, {
+        onRequestStart(controller) {
+          if (call.ended) controller.abort(call.reason instanceof Error ? call.reason : new Error('aborted'));
+          else call.attempt = controller;
+        },
+        onResponseStart(_controller, statusCode, responseHeaders) {
+          status = statusCode;
+          headers = responseHeaders;
+        },
+        onResponseData(_controller, chunk) {
+          if (first === undefined) first = chunk;
+          else (chunks ??= [first]).push(chunk);
+        },
+        onResponseEnd() {
+          call.attempt = call.fail = undefined;
+          const text = chunks !== undefined ? Buffer.concat(chunks).toString('utf8') : first !== undefined ? first.toString('utf8') : '';
+          resolve({ status, headers, text });
+        },
+        onResponseError(_controller, err) {
+          call.attempt = call.fail = undefined;
+          reject(err);
+        },
+      });
+    });
   }
 
   async #orNull<T>(call: Promise<Reply<T>>): Promise<T | null> {
@@ -282,9 +367,8 @@ function abortError(spec: RequestSpec, timeout: number, outer: AbortSignal | und
 }
 
 /** Waits before attempt `attempt + 1`; false when that would pass the deadline. */
-async function backoff(attempt: number, deadline: number, signal: AbortSignal): Promise<boolean> {
+async function backoff(attempt: number, call: Deadline): Promise<boolean> {
   const wait = BACKOFF_MS * 2 ** attempt * (0.5 + Math.random());
-  if (performance.now() + wait >= deadline || signal.aborted) return false;
-  await new Promise((resolve) => setTimeout(resolve, wait));
-  return !signal.aborted;
+  if (wait >= call.left || call.ended) return false;
+  return call.sleep(wait);
 }
