@@ -1,7 +1,12 @@
-import { Type } from 'typebox';
+import type { FastifyTypeProvider } from 'fastify';
+import { Type, type Static, type TSchema } from 'typebox';
+import type { SessionData } from '../domain/session.js';
 import { TOKEN_PATTERN } from '../domain/token.js';
 
-/** Route schemas: they validate input, make serialization fast, and are the source of openapi.yaml. */
+/**
+ * Route schemas: they validate input, make serialization fast, are the source of openapi.yaml,
+ * and type the handlers (SchemaTypeProvider below).
+ */
 
 export const SessionMetadataSchema = Type.Object(
   {
@@ -12,14 +17,20 @@ export const SessionMetadataSchema = Type.Object(
   { additionalProperties: false, $id: 'SessionMetadata', description: 'Shown in device lists; never used for decisions.' },
 );
 
-export const SessionDataSchema = Type.Object(
-  {},
-  {
-    additionalProperties: true,
-    $id: 'SessionData',
-    description: 'Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON); nests at most 31 levels of objects and arrays.',
-    examples: [{ userId: 42, cart: ['sku-1'] }],
-  },
+/**
+ * Any JSON object. TypeBox infers `object` for an object schema without properties; its members
+ * are JSON values of any kind, which is the domain's SessionData (a record of unknown values).
+ */
+export const SessionDataSchema = Type.Unsafe<SessionData>(
+  Type.Object(
+    {},
+    {
+      additionalProperties: true,
+      $id: 'SessionData',
+      description: 'Arbitrary JSON object owned by the app server. Size-capped (default 64 KiB as JSON); nests at most 31 levels of objects and arrays.',
+      examples: [{ userId: 42, cart: ['sku-1'] }],
+    },
+  ),
 );
 
 export const SessionSchema = Type.Object(
@@ -177,6 +188,27 @@ export const RotateBody = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** The shared schemas by $id: what `Type.Ref('<$id>')` in a route schema stands for. */
+export type SharedSchemas = {
+  SessionMetadata: typeof SessionMetadataSchema;
+  SessionData: typeof SessionDataSchema;
+  Session: typeof SessionSchema;
+  IssuedSession: typeof IssuedSessionSchema;
+  SubjectSession: typeof SubjectSessionSchema;
+  SubjectSessionPage: typeof SubjectSessionPageSchema;
+  Problem: typeof ProblemSchema;
+};
+
+/**
+ * TypeBox's type provider with the shared schemas in its context: a handler's request and reply
+ * types are the Static<> of its route schema, references included (`Type.Ref('SessionData')` is
+ * SessionData, where @fastify/type-provider-typebox, which resolves no references, says unknown).
+ */
+export interface SchemaTypeProvider extends FastifyTypeProvider {
+  validator: this['schema'] extends TSchema ? Static<this['schema'], SharedSchemas> : unknown;
+  serializer: this['schema'] extends TSchema ? Static<this['schema'], SharedSchemas> : unknown;
+}
 
 export const sharedSchemas = [
   SessionMetadataSchema,

@@ -95,14 +95,14 @@ export class SessionService {
 
   /**
    * Create under a token the app chose (namespace policy `clientTokens`), only where no session
-   * holds it or held it and could still be alive: `If-None-Match: *` says the caller means that.
+   * holds it or held it and could still be alive: `onlyIfAbsent` (If-None-Match: *) says the
+   * caller means that, and is required.
    */
-  async createWithToken(namespace: string, token: string, input: CreateSessionInput, ifNoneMatch: string | undefined): Promise<IssuedSession> {
+  async createWithToken(namespace: string, token: string, input: CreateSessionInput, onlyIfAbsent: boolean): Promise<IssuedSession> {
     const policy = this.options.policies.for(namespace);
     if (!policy.clientTokens) throw new ClientTokensDisabledError();
     if (!isTokenShaped(token)) throw new InvalidRequestError('Session-Token must be 32 to 256 characters of A-Z, a-z, 0-9, "_" and "-".');
-    if (ifNoneMatch === undefined) throw new PreconditionRequiredError('Creating a session under a given token requires If-None-Match: *.');
-    if (ifNoneMatch.trim() !== '*') throw new InvalidRequestError('If-None-Match must be *: a session is created only under a token no session holds.');
+    if (!onlyIfAbsent) throw new PreconditionRequiredError('Creating a session under a given token requires If-None-Match: *.');
     const session = this.newSession(namespace, hashToken(token), input, policy);
     await this.store.createIfAbsent(session, { maxPerSubject: policy.maxSessionsPerSubject });
     return { token, session };
@@ -143,16 +143,16 @@ export class SessionService {
     return byToken(key, this.found(await this.store.touch(key, this.clock())));
   }
 
-  async replaceData(namespace: string, token: string, data: SessionData, ifMatch: string | undefined): Promise<SessionRecord> {
-    if (ifMatch === undefined) throw new PreconditionRequiredError();
-    const expected = parseIfMatch(ifMatch);
+  /** Compare-and-set: `expected` (If-Match) is required. */
+  async replaceData(namespace: string, token: string, data: SessionData, expected: ExpectedVersion | undefined): Promise<SessionRecord> {
+    if (expected === undefined) throw new PreconditionRequiredError();
     this.checkSize(data);
     const key = this.keyForToken(namespace, token);
     return this.written(await this.store.replaceData(key, data, expected, this.clock()));
   }
 
-  async patchData(namespace: string, token: string, patch: SessionData, ifMatch: string | undefined): Promise<SessionRecord> {
-    const expected = ifMatch === undefined ? undefined : parseIfMatch(ifMatch);
+  /** A merge patch; with `expected` (If-Match) only onto those versions. */
+  async patchData(namespace: string, token: string, patch: SessionData, expected: ExpectedVersion | undefined): Promise<SessionRecord> {
     this.checkDepth(patch);
     const key = this.keyForToken(namespace, token);
     return this.written(await this.store.patchData(key, patch, expected, this.options.dataMaxBytes, this.clock()));
@@ -268,28 +268,4 @@ export function decodeCursor(cursor: string): SubjectCursor {
   } catch {
     throw new InvalidRequestError('cursor is not one this service returned.');
   }
-}
-
-const ENTITY_TAG = /^\s*(W\/)?"([^"]*)"\s*$/;
-
-/**
- * Parses If-Match: `*`, or a list of strong entity tags `"<version>"`. Weak tags never match
- * (RFC 9110 uses strong comparison for If-Match), so a list of only weak tags matches nothing.
- */
-export function parseIfMatch(header: string): ExpectedVersion {
-  if (header.trim() === '*') return { any: true };
-  const versions: number[] = [];
-  for (const part of header.split(',')) {
-    const m = ENTITY_TAG.exec(part);
-    if (m === null) throw new InvalidRequestError('If-Match must be "*" or a list of entity tags such as "3".');
-    if (m[1] !== undefined) continue;
-    const tag = m[2] ?? '';
-    if (/^[1-9]\d{0,15}$/.test(tag)) versions.push(Number(tag));
-  }
-  return { any: false, versions };
-}
-
-/** The strong ETag of a session version. */
-export function etagOf(version: number): string {
-  return `"${version}"`;
 }

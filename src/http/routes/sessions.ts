@@ -1,9 +1,9 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { SessionData, SessionMetadata, SessionRecord } from '../../domain/session.js';
+import type { SessionRecord } from '../../domain/session.js';
 import { publicIdOf } from '../../domain/token.js';
-import { etagOf, type IssuedSession, type SessionService, type TokenRead } from '../../service/session-service.js';
+import type { IssuedSession, SessionService, TokenRead } from '../../service/session-service.js';
+import { etagOf, parseIfMatch, parseIfNoneMatch } from '../preconditions.js';
 import {
   CreateSessionBody,
   CreateWithTokenHeaders,
@@ -11,6 +11,7 @@ import {
   problemResponses,
   rateLimitHeaders,
   RotateBody,
+  type SchemaTypeProvider,
   SessionTokenHeaders,
   WriteHeaders,
 } from '../schemas.js';
@@ -25,14 +26,6 @@ export interface SessionRoutesOptions {
 }
 
 const MERGE_PATCH = 'application/merge-patch+json';
-
-interface CreateInput {
-  data?: SessionData;
-  subject?: string;
-  idleTimeout?: number;
-  absoluteTimeout?: number;
-  metadata?: SessionMetadata;
-}
 
 const etagHeader = { ETag: { type: 'string', description: 'Strong ETag of the session version, e.g. "3".' }, ...rateLimitHeaders };
 const ok = (ref: string, description: string) => ({ description, headers: etagHeader, ...Type.Ref(ref) });
@@ -76,7 +69,7 @@ function sendIssued(request: FastifyRequest, reply: FastifyReply, issued: Issued
 }
 
 export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service, guessing }) => {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
 
   // A token that matched nothing: count it per client (the guessing signal).
   app.addHook('onResponse', (request, reply, done) => {
@@ -108,7 +101,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         response: { 201: ok('IssuedSession', 'Session created and committed.'), ...problemResponses(400, 401, 413, 415, 429, 500, 503) },
       },
     },
-    async (request, reply) => sendIssued(request, reply, await service.create(request.caller.namespace, request.body as CreateInput)),
+    async (request, reply) => sendIssued(request, reply, await service.create(request.caller.namespace, request.body)),
   );
 
   app.put(
@@ -136,7 +129,8 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
     },
     async (request, reply) => {
       const { 'session-token': token, 'if-none-match': ifNoneMatch } = request.headers;
-      return sendIssued(request, reply, await service.createWithToken(request.caller.namespace, token, request.body as CreateInput, ifNoneMatch));
+      const onlyIfAbsent = parseIfNoneMatch(ifNoneMatch);
+      return sendIssued(request, reply, await service.createWithToken(request.caller.namespace, token, request.body, onlyIfAbsent));
     },
   );
 
@@ -193,7 +187,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
     },
     async (request, reply) => {
       const { 'session-token': token, 'if-match': ifMatch } = request.headers;
-      return sendSession(request, reply, await service.replaceData(request.caller.namespace, token, request.body as SessionData, ifMatch));
+      return sendSession(request, reply, await service.replaceData(request.caller.namespace, token, request.body, parseIfMatch(ifMatch)));
     },
   );
 
@@ -210,13 +204,14 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
         tags: tag,
         security,
         headers: WriteHeaders,
-        body: { content: { [MERGE_PATCH]: { schema: Type.Ref('SessionData') } } },
+        body: Type.Ref('SessionData'),
+        consumes: [MERGE_PATCH],
         response: { 200: ok('Session', 'Patch applied; version bumped.'), ...problemResponses(400, 401, 404, 412, 413, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
       const { 'session-token': token, 'if-match': ifMatch } = request.headers;
-      return sendSession(request, reply, await service.patchData(request.caller.namespace, token, request.body as SessionData, ifMatch));
+      return sendSession(request, reply, await service.patchData(request.caller.namespace, token, request.body, parseIfMatch(ifMatch)));
     },
   );
 
@@ -259,7 +254,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
       },
     },
     async (request, reply) => {
-      const { graceSeconds } = request.body as { graceSeconds?: number };
+      const { graceSeconds } = request.body;
       return sendIssued(request, reply, await service.rotate(request.caller.namespace, request.headers['session-token'], graceSeconds));
     },
   );
@@ -301,7 +296,8 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
 };
 
 function contentTypeOf(request: FastifyRequest): string {
-  return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  const [mediaType = ''] = (request.headers['content-type'] ?? '').split(';', 1);
+  return mediaType.trim().toLowerCase();
 }
 
 /** Answers 415 before validation when the body is not of the one type the operation takes. */

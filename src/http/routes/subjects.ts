@@ -1,10 +1,9 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { expiresAt, type SessionRecord } from '../../domain/session.js';
 import { publicIdOf } from '../../domain/token.js';
 import type { SessionService } from '../../service/session-service.js';
-import { problemResponses, rateLimitHeaders, SubjectParams } from '../schemas.js';
+import { problemResponses, rateLimitHeaders, type SchemaTypeProvider, SubjectParams } from '../schemas.js';
 
 export interface SubjectRoutesOptions {
   service: SessionService;
@@ -31,16 +30,17 @@ function subjectSessionView(s: SessionRecord) {
  */
 function integerQuery(...names: string[]) {
   return async (request: FastifyRequest) => {
-    const query = request.query as Record<string, unknown>;
+    const query: unknown = request.query;
+    if (typeof query !== 'object' || query === null) return;
     for (const name of names) {
-      const value = query[name];
-      if (typeof value === 'string' && /^-?\d{1,9}$/.test(value)) query[name] = Number(value);
+      const value: unknown = Reflect.get(query, name);
+      if (typeof value === 'string' && /^-?\d{1,9}$/.test(value)) Reflect.set(query, name, Number(value));
     }
   };
 }
 
 export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fastify, { service }) => {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
 
   app.get(
     '/subjects/:subject/sessions',
