@@ -1,5 +1,4 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -10,6 +9,7 @@ import { createClient } from 'redis';
 import { SessiondStore } from '../../clients/node/dist/index.js';
 import { importConnectRedis, type ImportReport } from '../../tools/import/import-sessions.js';
 import { auth, KEY_A, testApp } from '../helpers/app.js';
+import { runImportCommand } from '../helpers/import-command.js';
 import { sharedRedisUrl } from '../helpers/redis.js';
 
 /**
@@ -107,14 +107,7 @@ t.test('the same cookies keep working once the app runs on SessiondStore', async
 });
 
 t.test('the command prints a report and progress, never a session id', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'tools/import/import-sessions.ts', 'connect-redis', '--redis', redisUrl, '--prefix', prefix, '--sessiond', sessiondUrl], {
-    env: { ...process.env, SESSIOND_API_KEY: KEY_A.key },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => (stdout += String(c)));
-  child.stderr.on('data', (c) => (stderr += String(c)));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stdout, stderr } = await runImportCommand(['connect-redis', '--redis', redisUrl, '--prefix', prefix, '--sessiond', sessiondUrl], { SESSIOND_API_KEY: KEY_A.key });
   t.equal(code, 1, 'exit code 1: some rows failed');
   t.match(JSON.parse(stdout), { imported: 0, skippedPresent: 3, skippedExpired: 1 });
   t.match(stderr, /done: 0 imported, 1 skipped \(expired\), 3 skipped \(present\), 2 failed/);

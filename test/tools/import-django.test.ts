@@ -5,8 +5,10 @@ import type { AddressInfo } from 'node:net';
 import mysql from 'mysql2/promise';
 import { ensurePythonDjango } from '../../devstack/installers.js';
 import { encodeSessionData } from '../../tools/import/django-signing.js';
+import { wallTimeToEpoch } from '../../tools/import/django.js';
 import { importDjango, type ImportReport } from '../../tools/import/import-sessions.js';
 import { auth, KEY_A, testApp } from '../helpers/app.js';
+import { runImportCommand } from '../helpers/import-command.js';
 import { emptyDatabase } from '../helpers/mariadb.js';
 
 /**
@@ -87,6 +89,15 @@ t.test('Django wrote every format the import reads', async (t) => {
   t.notMatch((await rowOf(keys.carol!)).session_data, /:/, 'carol: the format before Django 3.1 (base64 of hash:json)');
 });
 
+t.test("expire_date in the app's TIME_ZONE (USE_TZ = False) is read as that zone's wall time", async (t) => {
+  t.equal(new Date(wallTimeToEpoch('2026-01-15 12:00:00.250000')).toISOString(), '2026-01-15T12:00:00.250Z', 'UTC by default');
+  t.equal(new Date(wallTimeToEpoch('2026-01-15 12:00:00', 'America/Chicago')).toISOString(), '2026-01-15T18:00:00.000Z', 'winter: UTC-6');
+  t.equal(new Date(wallTimeToEpoch('2026-07-15 12:00:00', 'America/Chicago')).toISOString(), '2026-07-15T17:00:00.000Z', 'summer: UTC-5');
+  const repeated = new Date(wallTimeToEpoch('2026-10-25 02:30:00', 'Europe/Berlin')).toISOString();
+  t.ok(['2026-10-25T00:30:00.000Z', '2026-10-25T01:30:00.000Z'].includes(repeated), `the hour repeated when DST ends: one of its two instants (${repeated})`);
+  t.ok(Number.isNaN(wallTimeToEpoch('not a date')));
+});
+
 let report: ImportReport;
 t.test('imports the live sessions under their keys with their remaining lifetime', async (t) => {
   report = await importDjango(options);
@@ -146,14 +157,11 @@ t.test('the same cookies keep working on the sessiond_django engine', async (t) 
 });
 
 t.test('the command prints a report and progress, never a session key or the secret key', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'tools/import/import-sessions.ts', 'django', '--database', djangoDb, '--sessiond', sessiondUrl, '--serializer', options.serializer], {
-    env: { ...process.env, SESSIOND_API_KEY: KEY_A.key, DJANGO_SECRET_KEY: SECRET_KEY, DJANGO_SECRET_KEY_FALLBACKS: `${OLD_SECRET_KEY}\n` },
+  const { code, stdout, stderr } = await runImportCommand(['django', '--database', djangoDb, '--sessiond', sessiondUrl, '--serializer', options.serializer], {
+    SESSIOND_API_KEY: KEY_A.key,
+    DJANGO_SECRET_KEY: SECRET_KEY,
+    DJANGO_SECRET_KEY_FALLBACKS: `${OLD_SECRET_KEY}\n`,
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => (stdout += String(c)));
-  child.stderr.on('data', (c) => (stderr += String(c)));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   t.equal(code, 1, 'exit code 1: some rows failed');
   t.match(JSON.parse(stdout), { imported: 0, skippedPresent: live.length, skippedExpired: 1 });
   t.match(stderr, new RegExp(`done: 0 imported, 1 skipped \\(expired\\), ${live.length} skipped \\(present\\), 3 failed`));
@@ -161,12 +169,7 @@ t.test('the command prints a report and progress, never a session key or the sec
 });
 
 t.test('the command refuses to run without a secret key, saying what is missing', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'tools/import/import-sessions.ts', 'django', '--database', djangoDb, '--sessiond', sessiondUrl], {
-    env: { ...process.env, SESSIOND_API_KEY: KEY_A.key, DJANGO_SECRET_KEY: '' },
-  });
-  let stderr = '';
-  child.stderr.on('data', (c) => (stderr += String(c)));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stderr } = await runImportCommand(['django', '--database', djangoDb, '--sessiond', sessiondUrl], { SESSIOND_API_KEY: KEY_A.key, DJANGO_SECRET_KEY: '' });
   t.equal(code, 2);
   t.match(stderr, /^DJANGO_SECRET_KEY is missing\nusage:/);
 });

@@ -20,7 +20,7 @@ export interface DjangoRow {
 export interface DjangoDecoding {
   /** SECRET_KEY first, then SECRET_KEY_FALLBACKS. */
   secretKeys: readonly string[];
-  /** The store's key salt: "django.contrib.sessions." + the SessionStore class's __qualname__. */
+  /** The rows' key salt: "django.contrib.sessions." + the store class's __qualname__ (default: Django's SessionStore). */
   salt?: string;
   /**
    * The app's SESSION_SERIALIZER when it is not JSONSerializer (e.g.
@@ -63,10 +63,9 @@ export function planDjangoSession(row: DjangoRow, now: number, decoding: DjangoD
   if (Number.isNaN(expires)) return { failed: 'expire_date is not a date' };
   const timeouts = lifetime(expires - now, absoluteTimeoutSeconds);
   if (timeouts === 'expired') return timeouts;
-  const salt = decoding.salt ?? SESSION_KEY_SALT;
   let payload: Buffer;
   try {
-    payload = decodeSessionData(row.sessionData, decoding.secretKeys, salt).payload;
+    payload = decodeSessionData(row.sessionData, decoding.secretKeys, decoding.salt).payload;
   } catch (err) {
     if (err instanceof BadSessionData) return { failed: err.message };
     throw err;
@@ -76,7 +75,8 @@ export function planDjangoSession(row: DjangoRow, now: number, decoding: DjangoD
     data = JSON.parse(payload.toString('latin1'));
   } catch {
     if (decoding.serializer === undefined) return { failed: 'the session is not JSON (SESSION_SERIALIZER is not JSONSerializer? pass --serializer)' };
-    const encoded = encodeSessionData(payload, decoding.secretKeys[0]!, salt, now);
+    // Signed for sessiond_django's store (its class is SessionStore), with the app's current key.
+    const encoded = encodeSessionData(payload, decoding.secretKeys[0]!, SESSION_KEY_SALT, now);
     return { body: { data: { [ENVELOPE]: { serializer: decoding.serializer, encoded } }, ...timeouts } };
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return { failed: 'the session is not a JSON object' };

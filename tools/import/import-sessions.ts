@@ -24,7 +24,7 @@ const USAGE = `usage:
   SESSIOND_API_KEY=<key> DJANGO_SECRET_KEY=<SECRET_KEY> [DJANGO_SECRET_KEY_FALLBACKS=<one per line>]
     npm run import -- django --database <mysql://user:password@host:port/database> --sessiond <sessiond url>
       [--table django_session] [--time-zone UTC] [--serializer <SESSION_SERIALIZER>]
-      [--no-subjects] [--absolute-timeout <seconds>]
+      [--key-salt django.contrib.sessions.SessionStore] [--no-subjects] [--absolute-timeout <seconds>]
   (--database may come from DJANGO_DATABASE_URL instead, and --sessiond from SESSIOND_URL)
 `;
 
@@ -60,7 +60,7 @@ function run(source: string | undefined, args: string[]): Promise<ImportReport> 
   }
   if (source === 'django') {
     const fallbacks = (process.env.DJANGO_SECRET_KEY_FALLBACKS ?? '').split('\n').filter((k) => k !== '');
-    const optional = { table: flag(args, 'table'), timeZone: flag(args, 'time-zone'), serializer: flag(args, 'serializer') };
+    const optional = { table: flag(args, 'table'), timeZone: flag(args, 'time-zone'), serializer: flag(args, 'serializer'), salt: flag(args, 'key-salt') };
     if (optional.timeZone !== undefined) {
       try {
         new Intl.DateTimeFormat('en-US', { timeZone: optional.timeZone });
