@@ -532,6 +532,20 @@ async function loginCookies(base, n) {
   return cookies;
 }
 
+/** Reads the page of every cookie once (8 at a time). */
+async function readPages(base, cookies) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < cookies.length) {
+        const res = await fetch(`${base}/`, { headers: { cookie: cookies[next++] } });
+        await res.text();
+        if (res.status !== 200) throw new Error(`the page answered ${res.status}`);
+      }
+    }),
+  );
+}
+
 /**
  * The same Express 5 app (bench/express-app.mjs) with express-session on each store, measured
  * in alternating rounds: req/s, p99 and CPU per request of the app itself (for sessiond also of
@@ -545,7 +559,13 @@ async function appComparison(svc) {
     sessiond: await startApp('sessiond', { SESSIOND_URL: svc.url, SESSIOND_API_KEY: stack.key.key }, profileArgs('app-sessiond')),
   };
   const cookies = {};
-  for (const [store, app] of Object.entries(apps)) cookies[store] = await loginCookies(app.url, CONFIG.appSessions);
+  for (const [store, app] of Object.entries(apps)) {
+    cookies[store] = await loginCookies(app.url, CONFIG.appSessions);
+    // Each session read once before the rounds, on both stores: a session sessiond has not
+    // read since its create is not in its Redis yet (its first read fills it from MariaDB),
+    // and the rounds compare the steady state of sessions in use.
+    await readPages(app.url, cookies[store]);
+  }
   const page = (jar) => dynamic(() => ({ method: 'GET', path: '/', headers: { cookie: pick(jar) } }));
   const runs = { redis: [], sessiond: [] };
   for (let round = 1; round <= Math.max(1, CONFIG.pairedRounds); round++) {
