@@ -3,6 +3,7 @@
  * (clean CI machines): MariaDB and Redis, Chromium, and Debian's Python with Django.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { findBinary } from './binaries.js';
 import { describeExit, runToCompletion } from './children.js';
 
@@ -106,4 +107,20 @@ export async function ensurePythonDjango(log: Log = stderrLog, options: { mysql?
   await aptInstall(packages, 'python3-django is missing');
   if (!imports(modules)) throw new Error(`${DEBIAN_PYTHON} still cannot import ${modules.join(', ')} after apt-get install`);
   return DEBIAN_PYTHON;
+}
+
+const GALERA_PROVIDER = ['/usr/lib/galera/libgalera_smm.so', '/usr/lib/libgalera_smm.so'] as const;
+
+/**
+ * For the Galera cluster of the devstack (devstack/galera.ts): installs galera-4 (the
+ * replication provider) and rsync (its state transfer) with apt-get when missing, after
+ * MariaDB itself.
+ */
+export async function ensureGalera(log: Log = stderrLog): Promise<void> {
+  await ensureServerBinaries(log);
+  const haveProvider = GALERA_PROVIDER.some((p) => existsSync(p));
+  if (haveProvider && findBinary('rsync') && findBinary('wsrep_sst_rsync')) return;
+  log('devstack: Galera missing; installing galera-4 and rsync with apt-get');
+  await aptInstall(['galera-4', 'rsync'], 'galera-4 or rsync is missing');
+  if (!GALERA_PROVIDER.some((p) => existsSync(p))) throw new Error('still no libgalera_smm.so after apt-get install galera-4');
 }

@@ -87,6 +87,8 @@ export interface ServerSpec {
   logFile: string;
   cwd: string;
   beforeStart?(): void;
+  /** Runs on restart(), after the old process is gone and before the new one starts, with the binary and its arguments. */
+  beforeRestart?(bin: string, args: string[]): Promise<void>;
   startTimeoutMs: number;
 }
 
@@ -192,6 +194,7 @@ export class ManagedServer implements ManagedProcess {
 
   async restart(): Promise<void> {
     if (this.running) await this.stop();
+    await this.spec.beforeRestart?.(this.spec.bin, this.spec.args(this.#port));
     await this.start();
   }
 

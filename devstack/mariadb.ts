@@ -41,7 +41,10 @@ const isRoot = () => typeof process.getuid === 'function' && process.getuid() ==
 /** InnoDB sizes: small so that install and start are quick. Must match between install and start. */
 const INNODB_ARGS = ['--innodb-buffer-pool-size=64M', '--innodb-log-file-size=8M'];
 
-function mariadbProbe(port: number, pidFile: string, expectedPid: number, socketPath?: string): Promise<ProbeResult> {
+/** One more readiness condition on the probe's connection: undefined when ready, else what is missing. */
+export type ReadyCheck = (conn: mariadb.Connection) => Promise<string | undefined>;
+
+function mariadbProbe(port: number, pidFile: string, expectedPid: number, socketPath?: string, ready?: ReadyCheck): Promise<ProbeResult> {
   return (async () => {
     let conn: mariadb.Connection | undefined;
     try {
@@ -53,7 +56,8 @@ function mariadbProbe(port: number, pidFile: string, expectedPid: number, socket
       }
       const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
       if (pid !== expectedPid) return { ok: false, error: `pid file says ${pid}, expected ${expectedPid}` } as const;
-      return { ok: true } as const;
+      const missing = await ready?.(conn);
+      return missing === undefined ? ({ ok: true } as const) : ({ ok: false, error: missing } as const);
     } catch (err) {
       const e = err as { errno?: number; message?: string };
       // 1045 access denied, 1698 access denied (unix_socket plugin): retrying cannot help.
@@ -85,32 +89,8 @@ function mariadbTlsArgs(serverTls: MariaDbServerTls | undefined): string[] {
   ];
 }
 
-/**
- * Initialises a fresh MariaDB data directory under baseDir and starts mariadbd on a free
- * loopback port (or opts.port). root@127.0.0.1 has an empty password; the server runs in UTC
- * with utf8mb4, no binlog and small InnoDB files. With `tls`, TCP clients must use TLS (root
- * then gets in over `socketPath` only, rootUrl does not work).
- */
-export async function startMariaDb(opts: { baseDir: string; port?: number; startTimeoutMs?: number; tls?: MariaDbServerTls }): Promise<MariaDbProcess> {
-  const mariadbd = requireBinary('mariadbd');
-  const installDb = requireBinary('mariadb-install-db');
-  const dir = await makeServerDir(opts.baseDir, 'mariadb-');
-  const dataDir = path.join(dir, 'data');
-  const logFile = path.join(dir, 'mariadbd.log');
-  const installLog = path.join(dir, 'install-db.log');
-  const pidFile = path.join(dir, 'mariadbd.pid');
-  // A private temp folder: the OS one is shared with every other process (and their cleanups).
-  const tmpDir = path.join(dir, 'tmp');
-  mkdirSync(tmpDir, { recursive: true });
-
-  // Unix socket paths are limited to 107 bytes; fall back to a short folder under the OS temp dir.
-  let socketPath = path.join(dir, 'mysqld.sock');
-  let socketDir: string | undefined;
-  if (Buffer.byteLength(socketPath) > 100) {
-    socketDir = await mkdtemp(path.join(os.tmpdir(), 'sd-sock-'));
-    socketPath = path.join(socketDir, 'mysqld.sock');
-  }
-
+/** mariadb-install-db into dataDir: root@127.0.0.1 with an empty password, no test database. */
+async function installDataDir(installDb: string, dir: string, dataDir: string, tmpDir: string, installLog: string): Promise<void> {
   const installFd = openSync(installLog, 'a');
   let installed: ExitResult;
   try {
@@ -134,6 +114,53 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
   if (installed.code !== 0) {
     throw new Error(`mariadb-install-db failed (${describeExit(installed)}). Log ${installLog}:\n${await tailFile(installLog)}`);
   }
+}
+
+/**
+ * Initialises a fresh MariaDB data directory under baseDir and starts mariadbd on a free
+ * loopback port (or opts.port). root@127.0.0.1 has an empty password; the server runs in UTC
+ * with utf8mb4, no binlog and small InnoDB files. With `tls`, TCP clients must use TLS (root
+ * then gets in over `socketPath` only, rootUrl does not work).
+ */
+export async function startMariaDb(opts: {
+  baseDir: string;
+  port?: number;
+  startTimeoutMs?: number;
+  tls?: MariaDbServerTls;
+  /** More server arguments, asked for at every start (a Galera node's first start differs from its restarts). */
+  extraArgs?: (port: number) => string[];
+  /** Leave the data directory empty (a Galera joiner receives it by state transfer). */
+  emptyDataDir?: boolean;
+  /** Runs before every start of mariadbd, with the data directory. */
+  beforeStart?: (dataDir: string) => void;
+  /** Runs on restart() before mariadbd starts again, with its binary and arguments (a Galera node recovers its position). */
+  beforeRestart?: (bin: string, args: string[]) => Promise<void>;
+  /** Ready only when this also holds (e.g. a Galera node is synced). */
+  ready?: ReadyCheck;
+  /** Folder name prefix under baseDir (default "mariadb-"). */
+  dirPrefix?: string;
+}): Promise<MariaDbProcess> {
+  const mariadbd = requireBinary('mariadbd');
+  const installDb = requireBinary('mariadb-install-db');
+  const dir = await makeServerDir(opts.baseDir, opts.dirPrefix ?? 'mariadb-');
+  const dataDir = path.join(dir, 'data');
+  const logFile = path.join(dir, 'mariadbd.log');
+  const installLog = path.join(dir, 'install-db.log');
+  const pidFile = path.join(dir, 'mariadbd.pid');
+  // A private temp folder: the OS one is shared with every other process (and their cleanups).
+  const tmpDir = path.join(dir, 'tmp');
+  mkdirSync(tmpDir, { recursive: true });
+
+  // Unix socket paths are limited to 107 bytes; fall back to a short folder under the OS temp dir.
+  let socketPath = path.join(dir, 'mysqld.sock');
+  let socketDir: string | undefined;
+  if (Buffer.byteLength(socketPath) > 100) {
+    socketDir = await mkdtemp(path.join(os.tmpdir(), 'sd-sock-'));
+    socketPath = path.join(socketDir, 'mysqld.sock');
+  }
+
+  if (opts.emptyDataDir) mkdirSync(dataDir, { recursive: true });
+  else await installDataDir(installDb, dir, dataDir, tmpDir, installLog);
 
   const server = new MariaDbServer(
     {
@@ -144,7 +171,9 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
       startTimeoutMs: opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       beforeStart: () => {
         if (socketDir) mkdirSync(socketDir, { recursive: true });
+        opts.beforeStart?.(dataDir);
       },
+      beforeRestart: opts.beforeRestart,
       args: (port) => [
         '--no-defaults', // must be first
         `--datadir=${dataDir}`,
@@ -165,8 +194,9 @@ export async function startMariaDb(opts: { baseDir: string; port?: number; start
         ...INNODB_ARGS,
         ...(isRoot() ? ['--user=root'] : []), // mariadbd refuses to run as root without it
         ...mariadbTlsArgs(opts.tls),
+        ...(opts.extraArgs?.(port) ?? []),
       ],
-      probe: (port, pid) => mariadbProbe(port, pidFile, pid, opts.tls ? socketPath : undefined),
+      probe: (port, pid) => mariadbProbe(port, pidFile, pid, opts.tls ? socketPath : undefined, opts.ready),
     },
     dir,
     opts.port ?? (await freePort()),

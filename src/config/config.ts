@@ -9,6 +9,7 @@ import type { RedisConnectionOptions } from '../cache/redis-gateway.js';
 import type { RequestLogging } from '../http/request-log.js';
 import type { EnvVariables, LogLevel } from './schema.js';
 import { readEnvironment } from './environment.js';
+import { DatabaseUrlError, parseDatabaseUrl as parseUrl, type DatabaseUrl } from '../db/database-url.js';
 
 export { ConfigError };
 export type { TlsConfig, LogLevel };
@@ -68,24 +69,17 @@ export interface Config {
 
 type Env = Record<string, string | undefined>;
 
-/** Validates a mysql:// URL without echoing its password into errors. */
-export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): URL {
-  let url: URL;
+/**
+ * Validates a mysql:// URL without echoing its password into errors. Several hosts,
+ * comma-separated, are the nodes of a Galera cluster (src/db/database-url.ts).
+ */
+export function parseDatabaseUrl(value: string, name = 'DATABASE_URL'): DatabaseUrl {
   try {
-    url = new URL(value);
-  } catch {
-    throw new ConfigError(name, 'is not a valid URL (expected mysql://user:pass@host:port/database)');
+    return parseUrl(value);
+  } catch (err) {
+    if (err instanceof DatabaseUrlError) throw new ConfigError(name, err.message);
+    throw err;
   }
-  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {
-    throw new ConfigError(name, `must use the mysql:// scheme, got "${url.protocol}//"`);
-  }
-  if (url.hostname === '') throw new ConfigError(name, 'has no host');
-  if (url.pathname.replace(/^\//, '') === '') throw new ConfigError(name, 'names no database (mysql://…/database)');
-  // Nothing reads them: an ignored ?ssl=true would mean plain TCP where TLS was asked for.
-  if (url.search !== '') {
-    throw new ConfigError(name, `takes no query parameters (TLS is set with DATABASE_TLS and DATABASE_TLS_CA_FILE), got "?${[...url.searchParams.keys()].join('&')}"`);
-  }
-  return url;
 }
 
 function clusterNodes(value: string | undefined): { host: string; port: number }[] | undefined {

@@ -41,7 +41,7 @@ const optionalBoolean = (description: string, defaultText: string) =>
 
 export const ENV_SCHEMA = Type.Object({
   DATABASE_URL: Type.String({
-    description: '`mysql://user:pass@host:port/database` (user and password percent-encoded; no `?` parameters: TLS has its own variables)',
+    description: '`mysql://user:pass@host:port/database` (user and password percent-encoded; no `?` parameters: TLS has its own variables). The nodes of a Galera cluster, comma-separated, the first preferred: `mysql://user:pass@db-0:3306,db-1:3306,db-2:3306/database`',
   }),
   DATABASE_TLS: optionalBoolean(
     "TLS to MariaDB, the server's certificate verified (against `DATABASE_TLS_CA_FILE`, else the system's CAs)",

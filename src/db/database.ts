@@ -1,7 +1,9 @@
 import type { SecureContextOptions } from 'node:tls';
-import mariadb, { type Connection, type Pool, type PoolConnection } from 'mariadb';
+import type { Connection, PoolConnection } from 'mariadb';
 import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
 import { DomainError, StoreUnavailableError } from '../domain/errors.js';
+import { parseDatabaseUrl } from './database-url.js';
+import { NodePools, WSREP_NOT_READY_ERRNO, type DbNode } from './node-pools.js';
 
 export type Db = MySqlRemoteDatabase;
 
@@ -72,8 +74,11 @@ export function isUnavailable(err: unknown): boolean {
   for (let e = err as { code?: string; fatal?: boolean; errno?: number; cause?: unknown } | undefined, depth = 0; depth < 4; depth++) {
     if (typeof e !== 'object' || e === null) return false;
     if (e instanceof StoreUnavailableError) return true;
-    // 1969: max_statement_time exceeded (the pool's queryTimeout).
-    if (e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969) return true;
+    // 1969: max_statement_time exceeded (the pool's queryTimeout); 1047: a Galera node that
+    // left the primary component (or is not synced yet) refuses statements.
+    if (e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969 || e.errno === WSREP_NOT_READY_ERRNO) {
+      return true;
+    }
     e = e.cause as typeof e;
   }
   return false;
@@ -131,14 +136,31 @@ function storeError(err: unknown): unknown {
   return (err as DriverError).query === undefined ? err : new DatabaseError({}, statementName(sql));
 }
 
+/**
+ * ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock victim, or — under Galera — it
+ * lost certification against a conflicting write committed on another node (reported at the
+ * statement or at COMMIT). Either way it was rolled back and may run again.
+ */
 const DEADLOCK_ERRNO = 1213;
-/** The URL as a URL; config validated it, and an error never echoes it (it holds the password). */
-function databaseUrl(value: string): URL {
-  try {
-    return new URL(value);
-  } catch {
-    throw new Error('the database URL is not a valid URL');
-  }
+
+/**
+ * Under Galera (several hosts in DATABASE_URL) every statement first waits until this node has
+ * applied every transaction the cluster committed before it started (wsrep_sync_wait: 1 reads
+ * and BEGIN, 2 UPDATE and DELETE, 4 INSERT and REPLACE). Replicas on different nodes then read
+ * their own and each other's acknowledged writes, and a conditional write never misses a row
+ * committed elsewhere. Its cost is one round of the group communication per statement
+ * (docs/benchmarks.md, README "Scaling past one database").
+ */
+const GALERA_SYNC_WAIT = 7;
+
+/**
+ * The wait before attempt `attempt + 1` after a deadlock: random, so that contending
+ * transactions (creates for one capped subject) retry apart, not in step, and doubling, so
+ * that a hot row written through several Galera nodes (whose conflicts show only at
+ * certification, a replication round later) gets room: at most 5, 10, 20, 40, 80 ms.
+ */
+function retryPause(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** (attempt - 1)));
 }
 
 /** What runs at the edge of a transaction, besides its statements. */
@@ -154,7 +176,9 @@ export interface TransactionHooks<T> {
 export const DUPLICATE_KEY_ERRNO = 1062;
 
 export class Database {
-  readonly pool: Pool;
+  /** One pool per host of DATABASE_URL (one, without Galera); requests go to the first one up. */
+  readonly pool: NodePools;
+  /** drizzle over the node serving now: each statement goes to the node picked when it runs. */
   readonly db: Db;
   /**
    * The longest any call may take, enforced here: queryTimeout is server-side
@@ -164,31 +188,62 @@ export class Database {
   private readonly deadlineMs: number;
 
   constructor(options: DatabaseOptions) {
-    const url = databaseUrl(options.url);
-    this.pool = mariadb.createPool({
-      host: url.hostname,
-      port: url.port === '' ? 3306 : Number(url.port),
-      user: decodeURIComponent(url.username),
-      password: decodeURIComponent(url.password),
-      ssl: options.tls === undefined ? undefined : { ...options.tls, rejectUnauthorized: true },
-      database: decodeURIComponent(url.pathname.slice(1)),
-      connectionLimit: options.poolSize,
-      acquireTimeout: options.acquireTimeoutMs,
-      connectTimeout: options.connectTimeoutMs,
-      queryTimeout: options.queryTimeoutMs,
-      // Without dateStrings DATETIME reads go through the local time zone and lose milliseconds.
-      dateStrings: true,
-      insertIdAsNumber: true,
-      bigIntAsNumber: true,
-      initSql: "SET time_zone = '+00:00'",
-      // A dead server must cost a request milliseconds; do not queue behind reconnect attempts.
-      initializationTimeout: options.connectTimeoutMs,
-      leakDetectionTimeout: 0,
-      // The connector's error messages would list the statement's values.
-      logParam: false,
-    });
-    this.db = drizzle(callbackFor(this.pool));
+    const url = parseDatabaseUrl(options.url);
+    const ssl = options.tls === undefined ? undefined : { ...options.tls, rejectUnauthorized: true };
+    const initSql = ["SET time_zone = '+00:00'"];
+    if (url.hosts.length > 1) initSql.push(`SET SESSION wsrep_sync_wait = ${GALERA_SYNC_WAIT}`);
+    this.pool = new NodePools(
+      url.hosts,
+      {
+        user: url.user,
+        password: url.password,
+        ssl,
+        database: url.database,
+        connectionLimit: options.poolSize,
+        acquireTimeout: options.acquireTimeoutMs,
+        connectTimeout: options.connectTimeoutMs,
+        queryTimeout: options.queryTimeoutMs,
+        // Without dateStrings DATETIME reads go through the local time zone and lose milliseconds.
+        dateStrings: true,
+        insertIdAsNumber: true,
+        bigIntAsNumber: true,
+        initSql,
+        // A dead server must cost a request milliseconds; do not queue behind reconnect attempts.
+        initializationTimeout: options.connectTimeoutMs,
+        leakDetectionTimeout: 0,
+        // The connector's error messages would list the statement's values.
+        logParam: false,
+      },
+      { user: url.user, password: url.password, ssl, connectTimeout: options.connectTimeoutMs },
+    );
+    this.db = drizzle(callbackFor(this.routed()));
     this.deadlineMs = options.acquireTimeoutMs + options.queryTimeoutMs;
+  }
+
+  /** A Queryable that sends each statement to the node up now and reports a failing node. */
+  private routed(): Queryable {
+    return {
+      query: (async (sql: unknown, values?: unknown) => {
+        const node = this.pool.pick();
+        try {
+          return await node.pool.query(sql as string, values);
+        } catch (err) {
+          this.pool.failed(node, err);
+          throw err;
+        }
+      }) as Queryable['query'],
+    };
+  }
+
+  /** A connection of the node up now; a node that cannot give one is reported. */
+  private async connection(): Promise<{ node: DbNode; conn: PoolConnection }> {
+    const node = this.pool.pick();
+    try {
+      return { node, conn: await node.pool.getConnection() };
+    } catch (err) {
+      this.pool.failed(node, err);
+      throw err;
+    }
   }
 
   /** Rejects with StoreUnavailableError when `work` has not settled within the deadline. */
@@ -200,19 +255,35 @@ export class Database {
     return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
   }
 
-  /** Runs `work` and turns connection-level failures into StoreUnavailableError. */
-  async run<T>(work: (db: Db) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` (autocommitted statements) and turns connection-level failures into
+   * StoreUnavailableError. A statement that lost a deadlock or — under Galera — certification
+   * was rolled back on its own: `work` runs again, as a transaction would.
+   */
+  async run<T>(work: (db: Db) => Promise<T>, attempts = 6): Promise<T> {
     try {
-      return await this.withDeadline(work(this.db));
+      return await this.withDeadline(this.runAttempts(work, attempts));
     } catch (err) {
       throw storeError(err);
     }
   }
 
+  private async runAttempts<T>(work: (db: Db) => Promise<T>, attempts: number): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await work(this.db);
+      } catch (err) {
+        if (errnoOf(err) !== DEADLOCK_ERRNO || attempt >= attempts) throw err;
+        await retryPause(attempt);
+      }
+    }
+  }
+
   /**
    * One transaction on one pooled connection (the proxy driver has no db.transaction()).
-   * Retried on deadlock, which InnoDB resolves by rolling one side back; each attempt runs
-   * `work` and `beforeCommit` again.
+   * Retried on deadlock, which InnoDB resolves by rolling one side back, and on a Galera
+   * certification failure (the same 1213, often at COMMIT); each attempt runs `work` and
+   * `beforeCommit` again.
    */
   transaction<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T> = {}, attempts = 6): Promise<T> {
     // Past the deadline the caller gets a 503 while the transaction may still finish: a write
@@ -223,18 +294,21 @@ export class Database {
   private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T>, attempts: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let conn: PoolConnection | undefined;
+      let node: DbNode | undefined;
       try {
-        conn = await this.pool.getConnection();
+        ({ node, conn } = await this.connection());
         await conn.beginTransaction();
         const result = await work(drizzle(callbackFor(conn)));
         await hooks.beforeCommit?.(result);
         await conn.commit();
         return result;
       } catch (err) {
-        if (conn !== undefined) await conn.rollback().catch(() => undefined);
+        if (conn !== undefined) {
+          this.pool.failed(node!, err);
+          await conn.rollback().catch(() => undefined);
+        }
         if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts) {
-          // Contending transactions (creates for one capped subject) retry apart, not in step.
-          await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+          await retryPause(attempt);
           continue;
         }
         throw storeError(err);
@@ -247,10 +321,12 @@ export class Database {
   /** Runs `work` on one dedicated connection (for GET_LOCK, which is held per connection). */
   async withConnection<T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> {
     let conn: PoolConnection | undefined;
+    let node: DbNode | undefined;
     try {
-      conn = await this.pool.getConnection();
+      ({ node, conn } = await this.connection());
       return await work(conn);
     } catch (err) {
+      if (conn !== undefined) this.pool.failed(node!, err);
       throw storeError(err);
     } finally {
       if (conn !== undefined) await conn.release().catch(() => undefined);
@@ -259,7 +335,7 @@ export class Database {
 
   async ping(): Promise<void> {
     await this.run(async () => {
-      await this.pool.query('SELECT 1');
+      await this.routed().query('SELECT 1');
     });
   }
 

@@ -1,6 +1,6 @@
-import type { EventEmitter } from 'node:events';
 import fp from 'fastify-plugin';
 import { Database, type DatabaseOptions } from '../db/database.js';
+import type { FailoverEvent } from '../db/node-pools.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -30,8 +30,7 @@ export const databasePlugin = fp<DatabaseOptions>(
     // at once when the reason changes (a timeout, then the login refused).
     let lastLog = 0;
     let lastReason = '';
-    // The connector emits 'error' (lib/pool-promise.js) but its types list only the other events.
-    (database.pool as unknown as EventEmitter).on('error', (err: DriverError) => {
+    database.pool.on('error', (err: DriverError) => {
       const now = Date.now();
       const failure = connectionFailure(err);
       const reason = `${failure.code} ${failure.cause?.code}`;
@@ -41,6 +40,9 @@ export const databasePlugin = fp<DatabaseOptions>(
       // Not under `err`: pino's error serializer would keep only the outer message.
       app.log.warn({ failure }, 'mariadb connection failed');
     });
+    // Galera (several hosts in DATABASE_URL): which node serves, and why it changed.
+    database.pool.on('failover', (event: FailoverEvent) => app.log.warn(event, 'mariadb node down, failing over'));
+    database.pool.on('recovered', (event: { node: string }) => app.log.info(event, 'mariadb node serves again'));
     app.addHook('onClose', async () => {
       await database.close();
     });

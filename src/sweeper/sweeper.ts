@@ -23,6 +23,15 @@ const LOCK_NAME = 'sessiond.sweeper';
 /**
  * Deletes expired and revoked rows in small batches. Replicas take a MariaDB named lock
  * (GET_LOCK, held by one connection) so only one sweeps at a time; the others skip the round.
+ *
+ * Under Galera the lock is node-local (GET_LOCK is not replicated): replicas on different
+ * nodes may sweep at once. That is harmless, by construction of the batch: each DELETE removes
+ * only rows whose idle expiry lies a grace (the touch write-behind bound) before the sweeper's
+ * clock — rows no reader may see as live any more, whichever sweeper deletes them — and
+ * deleting a row twice deletes it once. Two sweepers taking the same rows conflict at
+ * certification; the loser's statement is rolled back and retried (Database.run) or the round
+ * ends with a warning and the next round carries on. The cost is duplicated work, never a
+ * wrong deletion; the lock stays as the saving for replicas on one node.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;

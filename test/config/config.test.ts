@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { buildConfig, ConfigError, loadConfig } from '../../src/config/config.js';
+import { buildConfig, ConfigError, loadConfig, parseDatabaseUrl } from '../../src/config/config.js';
 import { variables } from '../../src/config/schema.js';
 import { redisEndpoint } from '../../src/cache/redis-gateway.js';
 import { makeTestPki } from '../../devstack/tls.js';
@@ -45,6 +45,25 @@ t.test('overrides are read', async (t) => {
   t.equal(c.sweeper.batchSize, 10);
   t.equal(c.redis?.url, 'redis://127.0.0.1:6380');
   t.equal(c.redis?.commandTimeoutMs, 50);
+});
+
+t.test('DATABASE_URL may list the nodes of a Galera cluster, comma-separated, the first preferred', async (t) => {
+  const url = 'mysql://u:s%40cret@db-0:3306,db-1,[::1]:3307/sessiond';
+  t.equal(loadConfig({ ...base, DATABASE_URL: url }).databaseUrl, url);
+  t.same(parseDatabaseUrl(url), {
+    hosts: [
+      { host: 'db-0', port: 3306 },
+      { host: 'db-1', port: 3306 },
+      { host: '::1', port: 3307 },
+    ],
+    user: 'u',
+    password: 's@cret',
+    database: 'sessiond',
+  });
+  t.same(parseDatabaseUrl('mysql://u:p@db:3307/x').hosts, [{ host: 'db', port: 3307 }], 'one host as before');
+  failsOn(t, { ...base, DATABASE_URL: 'mysql://u:secret@db-0:3306,,db-2/sessiond' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'mysql://u:secret@db-0:3306,db-1:port/sessiond' }, 'DATABASE_URL');
+  failsOn(t, { ...base, DATABASE_URL: 'mysql://u:secret@db-0,db-1/' }, 'DATABASE_URL');
 });
 
 t.test('each bad value names its variable', async (t) => {
