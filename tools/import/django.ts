@@ -39,6 +39,16 @@ const ENVELOPE = 'djangoSession';
 
 const DATETIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$/;
 
+const zoneFormats = new Map<string, Intl.DateTimeFormat>();
+function zoneFormat(timeZone: string): Intl.DateTimeFormat {
+  let format = zoneFormats.get(timeZone);
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+    zoneFormats.set(timeZone, format);
+  }
+  return format;
+}
+
 /** Milliseconds since the epoch of a wall-clock DATETIME in `timeZone`; NaN when it is none. */
 export function wallTimeToEpoch(text: string, timeZone = 'UTC'): number {
   const m = DATETIME.exec(text);
@@ -47,7 +57,7 @@ export function wallTimeToEpoch(text: string, timeZone = 'UTC'): number {
   const wall = Date.UTC(y, mo - 1, d, h, mi, s) + Number((m[7] ?? '').padEnd(3, '0').slice(0, 3));
   if (timeZone === 'UTC') return wall;
   // The zone's offset at that instant, found by formatting a guess back into the zone (twice: DST).
-  const format = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+  const format = zoneFormat(timeZone);
   const offsetAt = (t: number) => {
     const p = Object.fromEntries(format.formatToParts(new Date(t)).map((x) => [x.type, Number(x.value)]));
     return Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!, p.second!) - Math.floor(t / 1000) * 1000;
