@@ -981,7 +981,7 @@ function report(results) {
   if (results.app) {
     const a = results.app;
     target('Express app on sessiond >= 1.0 x on connect-redis req/s', a.rpsRatio, 1, '>=', 'x',
-      `the app's own CPU per request is ${fmt(a.sessiond.cpuUsPerRequest, 0)} µs on sessiond against ${fmt(a.redis.cpuUsPerRequest, 0)} µs on connect-redis, and sessiond itself spends ${fmt(a.sessiond.serviceCpuUsPerRequest, 0)} µs per request on the same CPUs (connect-redis's two Redis calls cost the app less than one HTTP call, and Redis's CPU is not counted); ${load}`);
+      `the app's own CPU per request is ${fmt(a.sessiond.cpuUsPerRequest, 0)} µs on sessiond against ${fmt(a.redis.cpuUsPerRequest, 0)} µs on connect-redis, and sessiond itself spends ${fmt(a.sessiond.serviceCpuUsPerRequest, 0)} µs per request on the same CPUs (node-redis writes the commands of an event-loop turn together, where each sessiond call is one HTTP request of its own; Redis's CPU is not counted); ${load}`);
   }
   results.targets = targets;
   out.push('targets:');
