@@ -66,7 +66,8 @@ return {1, ARGV[7], ARGV[9]}
 `;
 
 /**
- * Touch as a max-register. KEYS: entry. ARGV: nowMs.
+ * Touch as a max-register: the Lua twin of decideTouch() (domain/session.ts), held to it by
+ * test/store/touch-rule.test.ts. KEYS: entry. ARGV: nowMs.
  * Returns 0 on a miss, -1 on a tombstone, -2 when expired, else, after sliding the idle expiry
  * (never backwards, never past ax), one string: v, it, ax, ie, pe, ls and d, newline-separated
  * (d last; JSON text holds no raw newline). One bulk string decodes far cheaper than an array.

@@ -60,7 +60,7 @@ export function isLive(session: Pick<SessionRecord, 'idleExpiresAt' | 'absoluteE
  * The result of touching a session at `now`: expiry slides forward but never moves backwards
  * (a max-register), and never passes the absolute expiry.
  */
-export function touched(session: SessionRecord, now: Date): SessionRecord {
+export function touched<S extends TouchState>(session: S, now: Date): S {
   const candidate = slidIdleExpiry(now, session.idleTimeoutSeconds, session.absoluteExpiresAt);
   return {
     ...session,
@@ -78,9 +78,35 @@ export function persistThresholdMs(idleTimeoutSeconds: number, thresholdSeconds:
   return Math.min(thresholdSeconds * 1000, idleTimeoutSeconds * 100);
 }
 
-/** True when a touch moving the idle expiry from `stored` to `next` must be written through. */
-export function touchNeedsWrite(stored: Date, next: Date, thresholdMs: number): boolean {
-  return next.getTime() - stored.getTime() > thresholdMs;
+/** What a touch reads and moves: the expiry register of a session. */
+export type TouchState = Pick<SessionRecord, 'idleTimeoutSeconds' | 'lastSeenAt' | 'idleExpiresAt' | 'absoluteExpiresAt'>;
+
+/** What a touch at some instant does: null when the session is no longer live. */
+export interface TouchDecision {
+  idleExpiresAt: Date;
+  lastSeenAt: Date;
+  /** The new idle expiry leads the one MariaDB holds by more than the threshold: write it. */
+  persist: boolean;
+}
+
+/**
+ * The touch rule, in one place: at `now` a live session's idle expiry slides to
+ * min(now + idle timeout, absolute expiry) unless it is already later, last-seen to `now` unless
+ * later, and the store writes the new idle expiry through once it leads `persisted` (the one
+ * MariaDB holds) by more than the threshold; a session past either expiry is not touched. Both
+ * stores decide by it; its twins where the data lives are the Lua TOUCH script
+ * (cache/redis-scripts.ts) and persistTouch's GREATEST/LEAST (store/mariadb-session-store.ts),
+ * held to it by test/store/touch-rule.test.ts. Applying it twice at one `now` changes nothing.
+ */
+export function decideTouch(session: TouchState, persisted: Date, now: Date, thresholdSeconds: number): TouchDecision | null {
+  if (!isLive(session, now)) return null;
+  const next = touched(session, now);
+  const threshold = persistThresholdMs(session.idleTimeoutSeconds, thresholdSeconds);
+  return {
+    idleExpiresAt: next.idleExpiresAt,
+    lastSeenAt: next.lastSeenAt,
+    persist: next.idleExpiresAt.getTime() - persisted.getTime() > threshold,
+  };
 }
 
 /** The expiry clients see: the earlier of the two. */

@@ -4,8 +4,8 @@ import { CacheCounters } from '../cache/cache-counters.js';
 import { decodeEntry, encodeEntry } from '../cache/redis-entry.js';
 import { CacheUnavailableError, type RedisGateway } from '../cache/redis-gateway.js';
 import {
+  decideTouch,
   isLive,
-  persistThresholdMs,
   type SessionData,
   type SessionKey,
   type SessionRecord,
@@ -145,10 +145,11 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
       }
       case 'hit': {
         this.counters.hits += 1;
+        // Redis applied the touch rule (TOUCH, its Lua twin); applied again here at the same
+        // `now` it changes nothing and says whether MariaDB's copy (pe) lags too far behind.
         const record = decodeEntry(key, outcome.fields);
-        const persisted = Number(outcome.fields.pe);
-        const threshold = persistThresholdMs(record.idleTimeoutSeconds, this.options.touchPersistThresholdSeconds);
-        if (record.idleExpiresAt.getTime() - persisted > threshold) this.writeBehind(key, record, now);
+        const touch = decideTouch(record, new Date(Number(outcome.fields.pe)), now, this.options.touchPersistThresholdSeconds);
+        if (touch?.persist === true) this.writeBehind(key, record, now);
         return record;
       }
     }

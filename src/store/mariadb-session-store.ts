@@ -3,11 +3,9 @@ import { DUPLICATE_KEY_ERRNO, errnoOf, type Database, type Db } from '../db/data
 import { SessionExistsError } from '../domain/errors.js';
 import { cacheOutbox, destroyedTokens, sessions, type SessionRow } from '../db/schema.js';
 import {
+  decideTouch,
   isLive,
-  persistThresholdMs,
   slidIdleExpiry,
-  touched,
-  touchNeedsWrite,
   type SessionData,
   type SessionKey,
   type SessionRecord,
@@ -111,7 +109,10 @@ export class SessionStatements implements SessionWrites {
     return null;
   }
 
-  /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
+  /**
+   * Moves the stored idle expiry and last-seen forward (a max-register), the idle expiry never
+   * past the absolute one; true when the session was live. The SQL twin of decideTouch() (domain).
+   */
   async persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean> {
     const result = await this.db
       .update(sessions)
@@ -382,12 +383,12 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
     return this.single(async (s) => {
       const current = await s.resolve(key, now);
       if (current === null) return null;
-      const next = touched(current, now);
-      const threshold = persistThresholdMs(current.idleTimeoutSeconds, this.options.touchPersistThresholdSeconds);
-      // Lazy write-behind: the stored expiry may lag the true one by at most `threshold`.
-      if (!touchNeedsWrite(current.idleExpiresAt, next.idleExpiresAt, threshold)) return current;
+      // Lazy write-behind: the stored expiry may lag the true one by at most the threshold.
+      const touch = decideTouch(current, current.idleExpiresAt, now, this.options.touchPersistThresholdSeconds);
+      if (touch === null || !touch.persist) return current;
       const resolved = { namespace: current.namespace, idHash: current.idHash };
-      return (await s.persistTouch(resolved, next.idleExpiresAt, now, now)) ? next : null;
+      const live = await s.persistTouch(resolved, touch.idleExpiresAt, touch.lastSeenAt, now);
+      return live ? { ...current, idleExpiresAt: touch.idleExpiresAt, lastSeenAt: touch.lastSeenAt } : null;
     });
   }
 

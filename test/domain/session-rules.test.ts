@@ -1,12 +1,12 @@
 import t from 'tap';
 import {
+  decideTouch,
   expiresAt,
   isLive,
   persistThresholdMs,
   resolveTimeouts,
   slidIdleExpiry,
   touched,
-  touchNeedsWrite,
   type SessionRecord,
 } from '../../src/domain/session.js';
 
@@ -69,7 +69,9 @@ t.test('write-behind threshold: configured value, but at most a tenth of the idl
   t.equal(persistThresholdMs(1800, 60), 60_000);
   t.equal(persistThresholdMs(1, 60), 100);
   t.equal(persistThresholdMs(600, 0), 0);
-  t.notOk(touchNeedsWrite(at(600), at(650), 60_000), 'a 50 s lag stays in memory of the caller');
-  t.ok(touchNeedsWrite(at(600), at(661), 60_000), 'past the threshold it is written');
-  t.notOk(touchNeedsWrite(at(600), at(600), 0), 'no change, no write');
+  const s = session({ idleTimeoutSeconds: 1800, idleExpiresAt: at(1800) });
+  t.equal(decideTouch(s, at(1800), at(50), 60)?.persist, false, 'a 50 s lag stays in memory of the caller');
+  t.equal(decideTouch(s, at(1800), at(61), 60)?.persist, true, 'past the threshold it is written');
+  t.equal(decideTouch(s, at(1800), at(0), 0)?.persist, false, 'no change, no write');
+  t.equal(decideTouch(s, at(1800), at(1800), 0), null, 'a dead session is not touched');
 });
