@@ -150,3 +150,23 @@ t.test('an answer in several chunks is read whole; a problem from a proxy withou
   t.equal(err.code, 'http_502');
   t.equal(err.status, 502);
 });
+
+t.test("undici's mocks work as the dispatcher: a MockAgent, and a bare MockPool (which calls the older handler methods)", async (t) => {
+  const { MockAgent } = await import('undici');
+  const agent = new MockAgent();
+  agent.disableNetConnect();
+  t.teardown(() => agent.close());
+  const pool = agent.get('http://sessiond.test');
+  pool.intercept({ path: '/v1/sessions/current/touch', method: 'POST' }).reply(200, SESSION).times(2);
+  pool
+    .intercept({ path: '/v1/sessions/current', method: 'GET' })
+    .reply(429, { type: 'about:blank', title: 'Too Many Requests', status: 429, code: 'rate_limited' }, { headers: { 'content-type': 'application/problem+json', 'Retry-After': '7' } })
+    .times(2);
+  for (const [name, dispatcher] of [['MockAgent', agent], ['MockPool', pool]] as const) {
+    const client = createClient({ url: 'http://sessiond.test', apiKey: 'k', dispatcher, timeout: 1_000 });
+    t.same(await client.touch(token()), SESSION, `${name}: the answer`);
+    const err = await rejection(t, client.read(token()));
+    t.equal(err.code, 'rate_limited', `${name}: a problem is typed`);
+    t.equal(err.retryAfter, 7, `${name}: its Retry-After is read`);
+  }
+});

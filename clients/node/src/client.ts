@@ -295,33 +295,7 @@ export class SessiondClient {
   #send(opts: Dispatcher.DispatchOptions, call: Deadline): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
       call.fail = reject;
-      let status = 0;
-      let headers: Answer['headers'] = {};
-      let first: Buffer | undefined;
-      let chunks: Buffer[] | undefined;
-      this.#dispatcher.dispatch(opts, {
-        onRequestStart(controller) {
-          if (call.ended) controller.abort(call.reason instanceof Error ? call.reason : new Error('aborted'));
-          else call.attempt = controller;
-        },
-        onResponseStart(_controller, statusCode, responseHeaders) {
-          status = statusCode;
-          headers = responseHeaders;
-        },
-        onResponseData(_controller, chunk) {
-          if (first === undefined) first = chunk;
-          else (chunks ??= [first]).push(chunk);
-        },
-        onResponseEnd() {
-          call.attempt = call.fail = undefined;
-          const text = chunks !== undefined ? Buffer.concat(chunks).toString('utf8') : first !== undefined ? first.toString('utf8') : '';
-          resolve({ status, headers, text });
-        },
-        onResponseError(_controller, err) {
-          call.attempt = call.fail = undefined;
-          reject(err);
-        },
-      });
+      this.#dispatcher.dispatch(opts, new AnswerHandler(call, resolve, reject));
     });
   }
 
@@ -332,6 +306,75 @@ export class SessiondClient {
       if (err instanceof SessiondError && err.status === 404 && err.code === 'session_not_found') return null;
       throw err;
     }
+  }
+}
+
+/**
+ * Collects one answer for `#send`. Dispatchers built on undici's DispatcherBase (Pool, Agent,
+ * MockAgent) call the `onRequestStart`… methods; a few call the older `onConnect`… ones directly
+ * (a bare MockPool or MockClient): each is served by the same code, and only one set is called.
+ */
+class AnswerHandler implements Dispatcher.DispatchHandler {
+  #status = 0;
+  #headers: Answer['headers'] = {};
+  #first: Buffer | undefined;
+  #chunks: Buffer[] | undefined;
+
+  constructor(
+    private readonly call: Deadline,
+    private readonly resolve: (answer: Answer) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {}
+
+  onRequestStart(controller: { abort(reason: Error): void }): void {
+    if (this.call.ended) controller.abort(this.call.reason instanceof Error ? this.call.reason : new Error('aborted'));
+    else this.call.attempt = controller;
+  }
+
+  onResponseStart(_controller: unknown, statusCode: number, headers: Answer['headers']): void {
+    this.#status = statusCode;
+    this.#headers = headers;
+  }
+
+  onResponseData(_controller: unknown, chunk: Buffer): void {
+    if (this.#first === undefined) this.#first = chunk;
+    else (this.#chunks ??= [this.#first]).push(chunk);
+  }
+
+  onResponseEnd(): void {
+    this.call.attempt = this.call.fail = undefined;
+    const text = this.#chunks !== undefined ? Buffer.concat(this.#chunks).toString('utf8') : this.#first !== undefined ? this.#first.toString('utf8') : '';
+    this.resolve({ status: this.#status, headers: this.#headers, text });
+  }
+
+  onResponseError(_controller: unknown, err: Error): void {
+    this.call.attempt = this.call.fail = undefined;
+    this.reject(err);
+  }
+
+  // The older handler methods, for dispatchers that call them directly.
+  onConnect(abort: (err?: Error) => void): void {
+    this.onRequestStart({ abort });
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[] | string[] | null): boolean {
+    const headers: Answer['headers'] = {};
+    for (let i = 0; rawHeaders !== null && i + 1 < rawHeaders.length; i += 2) headers[String(rawHeaders[i]).toLowerCase()] = String(rawHeaders[i + 1]);
+    this.onResponseStart(undefined, statusCode, headers);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.onResponseData(undefined, chunk);
+    return true;
+  }
+
+  onComplete(): void {
+    this.onResponseEnd();
+  }
+
+  onError(err: Error): void {
+    this.onResponseError(undefined, err);
   }
 }
 
