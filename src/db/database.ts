@@ -54,6 +54,9 @@ const UNAVAILABLE_CODES = new Set([
   'ER_GET_CONNECTION_TIMEOUT',
   'ER_CONNECTION_TIMEOUT',
   'ER_POOL_ALREADY_CLOSED',
+  // A Galera node's pool closed by failover while a request waited for one of its connections.
+  'ER_CLOSING_POOL',
+  'ER_POOL_NO_CONNECTION',
   'ER_SOCKET_UNEXPECTED_CLOSE',
   'ER_SOCKET_TIMEOUT',
   'ER_CMD_CONNECTION_CLOSED',

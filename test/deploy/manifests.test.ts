@@ -22,7 +22,7 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { buildApp } from '../../src/app.js';
-import { buildConfig, ConfigError, loadConfig, type Config } from '../../src/config/config.js';
+import { buildConfig, ConfigError, loadConfig, parseDatabaseUrl, type Config } from '../../src/config/config.js';
 import { variables } from '../../src/config/schema.js';
 import { METRICS_PATH } from '../../src/metrics/metrics.js';
 import { findBinary } from '../../devstack/binaries.js';
@@ -39,7 +39,11 @@ const DEPLOY = path.join(ROOT, 'deploy');
 const SERVICE_DIR = path.join(DEPLOY, 'overlays/example');
 const MIGRATE_DIR = path.join(DEPLOY, 'overlays/example/migrate');
 /** Every kustomization in deploy/, each rendered and validated. */
-const KUSTOMIZATIONS = [SERVICE_DIR, MIGRATE_DIR, path.join(DEPLOY, 'base'), path.join(DEPLOY, 'base/migrate')];
+const GALERA_DIR = path.join(DEPLOY, 'overlays/galera');
+const GALERA_MIGRATE_DIR = path.join(DEPLOY, 'overlays/galera/migrate');
+const KUSTOMIZATIONS = [SERVICE_DIR, MIGRATE_DIR, GALERA_DIR, GALERA_MIGRATE_DIR, path.join(DEPLOY, 'base'), path.join(DEPLOY, 'base/migrate')];
+/** mariadb-operator's kinds: not in kubernetes-models; checked by the Galera overlay's own test. */
+const OPERATOR_API = 'k8s.mariadb.com/v1alpha1';
 
 // ---------------------------------------------------------------------------------------------
 // What the service really reads, from its source
@@ -313,6 +317,7 @@ t.test('every object is valid against the Kubernetes API schema', async (t) => {
     t.ok(objects.length > 0, `${where} renders objects`);
     for (const o of objects) {
       const name = `${where}: ${o.kind} ${o.metadata?.name}`;
+      if (o.apiVersion === OPERATOR_API) continue;
       const Model = MODELS[typeKey(o)];
       if (!Model) {
         t.fail(`${name}: unknown kind ${typeKey(o)} (add it to MODELS and INTERFACES)`);
@@ -322,7 +327,7 @@ t.test('every object is valid against the Kubernetes API schema', async (t) => {
       t.same(unknownFields(o), [], `${name}: no unknown fields`);
     }
   }
-  for (const [dir, objects] of [[SERVICE_DIR, service], [MIGRATE_DIR, migrate]] as const) {
+  for (const [dir, objects] of [[SERVICE_DIR, service], [MIGRATE_DIR, migrate], [GALERA_DIR, renders.get(GALERA_DIR)!], [GALERA_MIGRATE_DIR, renders.get(GALERA_MIGRATE_DIR)!]] as const) {
     const namespaces = new Set(objects.map((o) => o.metadata.namespace));
     t.equal(namespaces.size, 1, `${path.relative(ROOT, dir)}: every object in one namespace`);
     t.notOk(namespaces.has(undefined), `${path.relative(ROOT, dir)}: the namespace is set`);
@@ -551,4 +556,53 @@ t.test('the migration Job runs drizzle-kit migrate once, from the same release',
   t.ok(readme.includes(`job/${job.metadata.name}`), `deploy/README.md waits for job/${job.metadata.name}`);
   t.ok(readme.includes(`deployment/${only(service, 'Deployment').metadata.name}`), 'deploy/README.md watches the Deployment');
   t.ok(readme.includes(`-n ${job.metadata.namespace} `), `deploy/README.md uses namespace ${job.metadata.namespace}`);
+});
+
+/**
+ * The Galera overlay: mariadb-operator's MariaDB resource with Galera on (the fields as the
+ * operator's examples use them: examples/manifests/mariadb_galera*.yaml), and sessiond pointed
+ * at its pods and its primary Service as the operator names them.
+ */
+t.test('overlays/galera: a Galera MariaDB for mariadb-operator, the service on its pods, the migration on its primary', async (t) => {
+  const objects = renders.get(GALERA_DIR)!;
+  const galeraMigrate = renders.get(GALERA_MIGRATE_DIR)!;
+  const db = only(objects, 'MariaDB');
+  t.equal(db.apiVersion, OPERATOR_API);
+  const known = ['rootPasswordSecretKeyRef', 'storage', 'replicas', 'galera', 'myCnf', 'affinity', 'podDisruptionBudget', 'resources'];
+  t.same(Object.keys(db.spec).filter((k) => !known.includes(k)), [], 'only fields from the operator\'s Galera examples');
+  t.same(db.spec.galera, { enabled: true }, 'Galera enabled');
+  t.ok(db.spec.replicas >= 3 && db.spec.replicas % 2 === 1, `an odd number of nodes, at least 3 (${db.spec.replicas}): one may fail and a quorum remains`);
+  t.match(db.spec.rootPasswordSecretKeyRef, { name: String, key: String });
+  t.match(db.spec.storage, { size: /^\d+(Gi|Mi)$/ });
+  for (const setting of ['binlog_format=row', 'innodb_autoinc_lock_mode=2', 'default_storage_engine=InnoDB']) {
+    t.match(db.spec.myCnf, setting, `myCnf: ${setting}`);
+  }
+  t.equal(db.metadata.namespace, only(objects, 'Deployment').metadata.namespace, 'in the service\'s namespace');
+
+  const secretValue = (objs: Obj[], key: string) => {
+    const secret = objs.find((o) => o.kind === 'Secret' && o.metadata.name.startsWith('sessiond-secrets'));
+    return decode(secret!.data[key]);
+  };
+  const name = db.metadata.name as string;
+  const url = parseDatabaseUrl(secretValue(objects, 'DATABASE_URL'));
+  t.same(
+    url.hosts,
+    Array.from({ length: db.spec.replicas }, (_, i) => ({ host: `${name}-${i}.${name}-internal`, port: 3306 })),
+    'DATABASE_URL lists every pod of the StatefulSet, pod 0 first',
+  );
+  const migrateUrl = parseDatabaseUrl(secretValue(galeraMigrate, 'MIGRATE_DATABASE_URL'));
+  t.same(migrateUrl.hosts, [{ host: `${name}-primary`, port: 3306 }], "the migration Job goes through the operator's primary Service");
+  t.equal(migrateUrl.database, url.database, 'one database');
+  t.not(migrateUrl.user, url.user, 'the service and the migration have users of their own');
+  const deployment = only(objects, 'Deployment');
+  const pod = deployment.spec.template.spec as Obj;
+  const container = (pod.containers as Obj[]).find((c) => c.name === 'sessiond')!;
+  t.doesNotThrow(() => loadConfig(containerEnv(t, objects, pod, container, t.testdir({}))), 'the service starts with the Galera URL');
+
+  const release = (dir: string) => {
+    const k = parseYaml(readFileSync(path.join(dir, 'kustomization.yaml'), 'utf8')) as Obj;
+    return { namespace: k.namespace, images: k.images };
+  };
+  t.same(release(GALERA_DIR), release(SERVICE_DIR), 'the same release as overlays/example');
+  t.same(release(GALERA_MIGRATE_DIR), release(GALERA_DIR), 'and its migrate/ the same');
 });
