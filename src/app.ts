@@ -18,10 +18,11 @@ import type { SessionStore } from './store/session-store.js';
 import { openapiInfo } from './http/openapi-info.js';
 import { CacheCounters } from './cache/cache-counters.js';
 import { OutboxWorker } from './store/outbox-worker.js';
+import { RevocationWorker } from './store/revocation-worker.js';
 import type { SessionKey } from './domain/session.js';
 import { redisPlugin } from './plugins/redis.js';
 import { RateLimitCounters, registerRateLimit } from './http/rate-limit.js';
-import { CachedSessionStore } from './store/cached-session-store.js';
+import { CachedSessionStore, OUTBOX_ROW_AGE_MS } from './store/cached-session-store.js';
 import { RequestLogController } from './http/request-log.js';
 
 export interface BuildOptions {
@@ -62,9 +63,28 @@ export const REDACTED_LOG_PATHS = [
 
 /**
  * MariaDB alone, or Redis in front of it when Redis is configured. The cached store comes
- * with its outbox worker, started when the app is ready and stopped before the pool closes.
+ * with its outbox worker, started when the app is ready and stopped before the pool closes;
+ * either store with the worker that revokes the rows behind "log out everywhere" marks.
  */
 function sessionStore(app: FastifyInstance, config: Config, options: BuildOptions): SessionStore {
+  const store = cachedOrNot(app, config, options);
+  const worker = new RevocationWorker(store, REVOCATION_WORKER, app.log.child({ component: 'revocations' }) as never);
+  store.onSubjectRevoked = () => worker.kick();
+  app.addHook('onReady', async () => worker.start());
+  app.addHook('onClose', async () => worker.stop());
+  return store;
+}
+
+/** Batches of the revocation worker: short transactions, paced, and a scan a minute for leftovers. */
+const REVOCATION_WORKER = { batchSize: 500, pauseMs: 5, scanIntervalMs: 60_000 };
+
+/**
+ * The longest an idle replica waits between reads of the outbox. Its own leftovers wake it; this
+ * bounds how late another replica's leftovers are replayed (the cache TTL bounds staleness anyway).
+ */
+const OUTBOX_IDLE_MAX_INTERVAL_MS = 5_000;
+
+function cachedOrNot(app: FastifyInstance, config: Config, options: BuildOptions): MariaDbSessionStore | CachedSessionStore {
   const threshold = config.sessions.touchPersistThreshold;
   const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold });
   if (app.redis === undefined) return db;
@@ -75,7 +95,18 @@ function sessionStore(app: FastifyInstance, config: Config, options: BuildOption
     beforeInstall: options.beforeInstall,
     unsafeUnfencedFill: options.unsafeUnfencedFill,
   }, log);
-  const worker = new OutboxWorker(outbox, cached, { intervalMs: config.cache.outboxReplayIntervalMs, minAgeMs: 1000, batchSize: 100 }, log);
+  const worker = new OutboxWorker(
+    outbox,
+    cached,
+    {
+      intervalMs: config.cache.outboxReplayIntervalMs,
+      idleMaxIntervalMs: Math.max(config.cache.outboxReplayIntervalMs, OUTBOX_IDLE_MAX_INTERVAL_MS),
+      minAgeMs: OUTBOX_ROW_AGE_MS,
+      batchSize: 100,
+    },
+    log,
+  );
+  cached.onOutboxRowLeft = (afterMs) => worker.wake(afterMs);
   // Redis answers again: replay what it missed before it is trusted for reads.
   app.redis.onRecover = async () => {
     await worker.replay(true);

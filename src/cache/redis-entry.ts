@@ -1,5 +1,5 @@
 import type { SessionKey, SessionMetadata, SessionRecord } from '../domain/session.js';
-import { publicIdOf } from '../domain/token.js';
+import { publicIdOf, subjectHashOf } from '../domain/token.js';
 
 /**
  * All keys of one session share the hash tag `{<namespace>:<id>}`, so every script touching
@@ -10,12 +10,33 @@ export function sessionKeys(key: SessionKey): { entry: string; lease: string } {
   return { entry: `sd:${tag}:s`, lease: `sd:${tag}:l` };
 }
 
+/** A subject's revocation mark in Redis (redis-scripts.ts COVERED), named by the subject's hash. */
+export function subjectMarkKey(namespace: string, subjectHash: Buffer): string {
+  return `sd:{${namespace}:${publicIdOf(subjectHash)}}:m`;
+}
+
+/** A mark's value: its generation, a space, and the entry key of the session it keeps ('' for none). */
+export function markValue(generation: number, keepEntry: string): string {
+  return `${generation} ${keepEntry}`;
+}
+
+/**
+ * True when the mark (`markValue`, null for none) revokes the entry `entry` of generation `g`:
+ * COVERED in redis-scripts.ts, for Redis Cluster, where a script cannot read the mark's key.
+ */
+export function coveredBy(mark: string | null, entry: string, g: string): boolean {
+  if (mark === null) return false;
+  const space = mark.indexOf(' ');
+  return Number(mark.slice(0, space)) > Number(g) && mark.slice(space + 1) !== entry;
+}
+
 /**
  * A cached session is a Redis hash. `d` holds what only changes with the version; the
  * expiry fields are separate so that touch can move them in place (a max-register):
  *   v  version          d  JSON of the versioned part      it idle timeout (s)
  *   ax absolute expiry  ie idle expiry (ms, max-register) pe idle expiry MariaDB has
  *   ls last seen (ms)   t  present on a tombstone   w  present on a write marker
+ *   g  the subject's revocation generation of the row  mk the subject's mark key ('' without a subject)
  * A hash without `d` is a miss: a marker, or `ie`/`ls` kept past an invalidation (the touch
  * register, redis-scripts.ts CARRY) for the next fill to take.
  */
@@ -27,6 +48,8 @@ export interface CachedFields {
   ie: string;
   pe: string;
   ls: string;
+  g: string;
+  mk: string;
 }
 
 interface Versioned {
@@ -46,6 +69,8 @@ export function encodeEntry(s: SessionRecord): CachedFields {
     ie: String(s.idleExpiresAt.getTime()),
     pe: String(s.idleExpiresAt.getTime()),
     ls: String(s.lastSeenAt.getTime()),
+    g: String(s.subjectGeneration ?? 0),
+    mk: s.subject === null ? '' : subjectMarkKey(s.namespace, subjectHashOf(s.subject)),
   };
 }
 
@@ -63,6 +88,7 @@ export function decodeEntry(key: SessionKey, f: CachedFields): SessionRecord {
     idleExpiresAt: new Date(Number(f.ie)),
     absoluteExpiresAt: new Date(Number(f.ax)),
     metadata: versioned.metadata,
+    subjectGeneration: Number(f.g ?? 0),
   };
 }
 

@@ -1,10 +1,10 @@
 import type { SecureContextOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { SessionKey } from '../domain/session.js';
+import type { SessionKey, SubjectMark } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
-import { lookupOf, sessionKeys, type CachedFields, type Lookup } from './redis-entry.js';
-import { INSTALL, INSTALL_UNFENCED, INVALIDATE, MARK_WRITE, PERSISTED, TOMBSTONE, TOUCH } from './redis-scripts.js';
+import { coveredBy, lookupOf, markValue, sessionKeys, subjectMarkKey, type CachedFields, type Lookup } from './redis-entry.js';
+import { INSTALL, INSTALL_UNFENCED, INVALIDATE, LOOKUP, MARK_WRITE, PERSISTED, SET_MARK, TOMBSTONE, TOUCH } from './redis-scripts.js';
 
 /** Where Redis is and how long a call may take (from the configuration). */
 export interface RedisConnectionOptions {
@@ -60,21 +60,30 @@ interface ScriptCommands {
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
   sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdInvalidate(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
+  sdLookup(entry: string, check: string): Promise<string[]>;
+  sdSetMark(mark: string, generation: ScriptArg, keep: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
 
-/** Splits TOUCH's reply: v, it, ax, ie, pe and ls, then d (the rest), newline-separated. */
+/** Splits TOUCH's reply: v, it, ax, ie, pe, ls, g and mk, then d (the rest), newline-separated. */
 export function touchedFields(reply: string): CachedFields {
   const f: string[] = [];
   let from = 0;
-  for (let i = 0; i < 6; i++) {
+  for (let i = 0; i < 8; i++) {
     const at = reply.indexOf('\n', from);
     if (at < 0) throw new Error('malformed touch reply');
     f.push(reply.slice(from, at));
     from = at + 1;
   }
-  const [v, it, ax, ie, pe, ls] = f as [string, string, string, string, string, string];
-  return { v, it, ax, ie, pe, ls, d: reply.slice(from) };
+  const [v, it, ax, ie, pe, ls, g, mk] = f as [string, string, string, string, string, string, string, string];
+  return { v, it, ax, ie, pe, ls, g, mk, d: reply.slice(from) };
+}
+
+/** A flat HGETALL-style reply as an object. */
+function hashOf(reply: string[]): Record<string, string> {
+  const hash: Record<string, string> = {};
+  for (let i = 0; i + 1 < reply.length; i += 2) hash[reply[i]!] = reply[i + 1]!;
+  return hash;
 }
 
 /** Where and as whom one Redis node is reached: the URL's parts, with the configured login as a fallback. */
@@ -166,8 +175,11 @@ export class RedisGateway {
     client.defineCommand('sdPersisted', { numberOfKeys: 1, lua: PERSISTED });
     client.defineCommand('sdMarkWrite', { numberOfKeys: 2, lua: MARK_WRITE });
     client.defineCommand('sdInvalidate', { numberOfKeys: 2, lua: INVALIDATE });
+    client.defineCommand('sdLookup', { numberOfKeys: 1, lua: LOOKUP });
+    client.defineCommand('sdSetMark', { numberOfKeys: 1, lua: SET_MARK });
     client.on('error', (err: Error) => this.logError(err));
     this.client = client as Client;
+    this.scriptChecksMark = options.clusterNodes === undefined ? '1' : '';
     this.breaker = new CircuitBreaker(
       { failureThreshold: options.breakerFailureThreshold, cooldownMs: options.breakerCooldownMs },
       async () => {
@@ -255,8 +267,35 @@ export class RedisGateway {
     }
   }
 
+  /**
+   * Scripts read a subject's revocation mark themselves on one node ('1'); on Redis Cluster the
+   * mark lives in another slot, and the gateway reads it after the script (markRevokes).
+   */
+  private readonly scriptChecksMark: string;
+
+  /** Cluster only: true when the subject's mark revokes the entry the fields came from. */
+  private async markRevokes(entry: string, f: CachedFields): Promise<boolean> {
+    if (this.scriptChecksMark === '1' || f.mk === undefined || f.mk === '') return false;
+    return coveredBy(await this.client.get(f.mk), entry, f.g ?? '0');
+  }
+
   lookup(key: SessionKey): Promise<Lookup> {
-    return this.guard(async () => lookupOf(await this.client.hgetall(sessionKeys(key).entry)));
+    return this.guard(async () => {
+      const { entry } = sessionKeys(key);
+      const found = lookupOf(hashOf(await this.client.sdLookup(entry, this.scriptChecksMark)));
+      return found.kind === 'hit' && (await this.markRevokes(entry, found.fields)) ? { kind: 'miss' } : found;
+    });
+  }
+
+  /**
+   * Plants a subject's revocation mark (unless a higher generation is there), before the mark
+   * commits in MariaDB and again after: reads and fills then treat the subject's entries below
+   * it as misses. It outlives every entry filled before it (their TTL) and the fills in flight.
+   */
+  async markSubject(mark: SubjectMark, force = false): Promise<void> {
+    const keep = mark.keepIdHash === null ? '' : sessionKeys({ namespace: mark.namespace, idHash: mark.keepIdHash }).entry;
+    const ttl = this.options.cacheTtlMs + this.options.leaseMs + WRITE_MARK_TTL_MS;
+    await this.guard(() => this.client.sdSetMark(subjectMarkKey(mark.namespace, mark.subjectHash), mark.generation, keep, ttl), force, this.writeDeadlineMs());
   }
 
   /** SET lease NX PX: true when this caller may fill the entry. */
@@ -279,15 +318,19 @@ export class RedisGateway {
     const { entry, lease } = sessionKeys(key);
     const script = unfenced ? this.client.sdInstallUnfenced : this.client.sdInstall;
     const [installed, ie, ls] = await this.guard(() =>
-      script.call(this.client, entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls),
+      script.call(this.client, entry, lease, leaseId, this.options.cacheTtlMs, f.v, f.d, f.it, f.ax, f.ie, f.pe, f.ls, f.g, f.mk, this.scriptChecksMark),
     );
     return { installed, idleExpiresAtMs: Number(ie), lastSeenAtMs: Number(ls) };
   }
 
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
     return this.guard(async () => {
-      const r = await this.client.sdTouch(sessionKeys(key).entry, nowMs);
-      if (typeof r === 'string') return { kind: 'hit', fields: touchedFields(r) };
+      const { entry } = sessionKeys(key);
+      const r = await this.client.sdTouch(entry, nowMs, this.scriptChecksMark);
+      if (typeof r === 'string') {
+        const fields = touchedFields(r);
+        return (await this.markRevokes(entry, fields)) ? { kind: 'miss' } : { kind: 'hit', fields };
+      }
       return r === -1 ? { kind: 'tombstone' } : r === -2 ? { kind: 'expired' } : { kind: 'miss' };
     });
   }

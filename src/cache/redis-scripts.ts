@@ -19,14 +19,66 @@ if r[1] and (not r[2] or tonumber(r[1]) > tonumber(r[2])) then keep = {'ie', r[1
 `;
 
 /**
+ * Whether a subject's revocation mark revokes an entry (a Lua function). The entry's `g` is the
+ * generation of the row it was filled from and `mk` its subject's mark key (empty without a
+ * subject); the mark holds a generation and the entry key of the session it keeps. Only on a
+ * single node: a script cannot read a key of another slot on Redis Cluster, where the gateway
+ * asks for the mark itself (redis-entry.ts coveredBy).
+ */
+const COVERED = `
+local function covered(entry, g, mk)
+  if not mk or mk == '' then return false end
+  local m = redis.call('GET', mk)
+  if not m then return false end
+  local sp = string.find(m, ' ', 1, true)
+  return tonumber(string.sub(m, 1, sp - 1)) > tonumber(g or '0') and string.sub(m, sp + 1) ~= entry
+end
+`;
+
+/**
+ * A read: the entry's fields (HGETALL), or none (a miss) when `ARGV[1]` is '1' and the
+ * subject's mark revokes it: the fill then asks MariaDB, which honours the mark too. KEYS: entry.
+ */
+export const LOOKUP = `
+${COVERED}
+local h = redis.call('HGETALL', KEYS[1])
+if ARGV[1] == '1' then
+  local g, mk = '0', nil
+  for i = 1, #h, 2 do
+    if h[i] == 'g' then g = h[i + 1] elseif h[i] == 'mk' then mk = h[i + 1] end
+  end
+  if covered(KEYS[1], g, mk) then return {} end
+end
+return h
+`;
+
+/**
+ * Sets a subject's revocation mark unless a higher generation is there. KEYS: mark.
+ * ARGV: generation, entry key of the kept session ('' for none), ttlMs.
+ */
+export const SET_MARK = `
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(string.sub(cur, 1, string.find(cur, ' ', 1, true) - 1)) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+return 1
+`;
+
+/**
  * Installs a filled entry (with a lease), or only raises the touch register (`ARGV[1]` empty: a
  * fill that has no lease, whose answer must still never fall behind what Redis has shown).
- * KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls.
+ * KEYS: entry, lease. ARGV: leaseId, ttlMs, v, d, it, ax, ie, pe, ls, g, mk, and '1' to check
+ * the subject's mark.
  * Returns {code, ie, ls}: the idle expiry and last-seen the caller answers, the max of the row's
  * and the register's. Code 1 installed; 0 no lease (lost since, or none), -1 tombstone, -2
- * something as new there, -3 a write marker. An invalidate or destroy deletes the lease.
+ * something as new there, -3 a write marker or a subject mark that revokes the row (read before
+ * the mark committed). An invalidate or destroy deletes the lease.
  */
 export const INSTALL = `
+${COVERED}
+if ARGV[12] == '1' and covered(KEYS[1], ARGV[10], ARGV[11]) then
+  if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+  return {-3, ARGV[7], ARGV[9]}
+end
 local leased = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
 if leased then redis.call('DEL', KEYS[2]) end
 local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w', 'ie', 'ls')
@@ -48,7 +100,7 @@ if code ~= 1 then
   return {code, ie, ls}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ie, 'pe', ARGV[8], 'ls', ls)
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ie, 'pe', ARGV[8], 'ls', ls, 'g', ARGV[10], 'mk', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, ie, ls}
 `;
@@ -60,22 +112,25 @@ return {1, ie, ls}
  */
 export const INSTALL_UNFENCED = `
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ARGV[7], 'pe', ARGV[8], 'ls', ARGV[9], 'g', ARGV[10], 'mk', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, ARGV[7], ARGV[9]}
 `;
 
 /**
  * Touch as a max-register: the Lua twin of decideTouch() (domain/session.ts), held to it by
- * test/store/touch-rule.test.ts. KEYS: entry. ARGV: nowMs.
- * Returns 0 on a miss, -1 on a tombstone, -2 when expired, else, after sliding the idle expiry
- * (never backwards, never past ax), one string: v, it, ax, ie, pe, ls and d, newline-separated
- * (d last; JSON text holds no raw newline). One bulk string decodes far cheaper than an array.
+ * test/store/touch-rule.test.ts. KEYS: entry. ARGV: nowMs, and '1' to check the subject's mark.
+ * Returns 0 on a miss (or a subject mark revoking the entry), -1 on a tombstone, -2 when
+ * expired, else, after sliding the idle expiry (never backwards, never past ax), one string: v,
+ * it, ax, ie, pe, ls, g, mk and d, newline-separated (d last; JSON text holds no raw newline).
+ * One bulk string decodes far cheaper than an array.
  */
 export const TOUCH = `
-local h = redis.call('HMGET', KEYS[1], 't', 'v', 'd', 'it', 'ax', 'ie', 'pe', 'ls')
+${COVERED}
+local h = redis.call('HMGET', KEYS[1], 't', 'v', 'd', 'it', 'ax', 'ie', 'pe', 'ls', 'g', 'mk')
 if h[1] then return -1 end
 if not h[3] then return 0 end
+if ARGV[2] == '1' and covered(KEYS[1], h[9], h[10]) then return 0 end
 local now = tonumber(ARGV[1])
 local ax = tonumber(h[5])
 local ie = tonumber(h[6])
@@ -86,7 +141,7 @@ local ls = math.max(tonumber(h[8]), now)
 local ieText = string.format('%d', ie)
 local lsText = string.format('%d', ls)
 redis.call('HSET', KEYS[1], 'ie', ieText, 'ls', lsText)
-return h[2] .. '\\n' .. h[4] .. '\\n' .. h[5] .. '\\n' .. ieText .. '\\n' .. h[7] .. '\\n' .. lsText .. '\\n' .. h[3]
+return h[2] .. '\\n' .. h[4] .. '\\n' .. h[5] .. '\\n' .. ieText .. '\\n' .. h[7] .. '\\n' .. lsText .. '\\n' .. (h[9] or '0') .. '\\n' .. (h[10] or '') .. '\\n' .. h[3]
 `;
 
 /** Plants a tombstone. KEYS: entry, lease. ARGV: ttlMs. Fences off every fill in flight. */

@@ -175,6 +175,14 @@ export interface TransactionHooks<T> {
   beforeCommit?: ((result: T) => Promise<void>) | undefined;
 }
 
+/** Where one transaction stands against its deadline. */
+interface TransactionDeadline {
+  /** The caller's deadline passed. */
+  expired: boolean;
+  /** COMMIT was sent. */
+  committing: boolean;
+}
+
 /** ER_DUP_ENTRY: a primary or unique key is taken. */
 export const DUPLICATE_KEY_ERRNO = 1062;
 
@@ -189,6 +197,8 @@ export class Database {
    * otherwise hold a request forever.
    */
   private readonly deadlineMs: number;
+  /** How long a COMMIT sent at the deadline is waited for (the statement timeout). */
+  private readonly commitWaitMs: number;
 
   constructor(options: DatabaseOptions) {
     const url = parseDatabaseUrl(options.url);
@@ -221,6 +231,7 @@ export class Database {
     );
     this.db = drizzle(callbackFor(this.routed()));
     this.deadlineMs = options.acquireTimeoutMs + options.queryTimeoutMs;
+    this.commitWaitMs = options.queryTimeoutMs;
   }
 
   /** A Queryable that sends each statement to the node up now and reports a failing node. */
@@ -289,12 +300,24 @@ export class Database {
    * `beforeCommit` again.
    */
   transaction<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T> = {}, attempts = 6): Promise<T> {
-    // Past the deadline the caller gets a 503 while the transaction may still finish: a write
-    // answered 503 is "unknown", and the cache outbox covers a change committed that late.
-    return this.withDeadline(this.transactionAttempts(work, hooks, attempts));
+    // Past the deadline the caller gets a 503, and the transaction rolls back instead of
+    // committing: a 503 never hides a committed change. Once COMMIT is sent the caller waits for
+    // its answer instead (a committed change is answered as such), up to the statement timeout:
+    // a server that does not answer a COMMIT leaves its outcome unknown, and only that is a 503
+    // after which the change may have happened (the cache outbox covers it).
+    const attempt: TransactionDeadline = { expired: false, committing: false };
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        attempt.expired = true;
+        if (!attempt.committing) reject(new StoreUnavailableError());
+        else timer = setTimeout(() => reject(new StoreUnavailableError()), this.commitWaitMs);
+      }, this.deadlineMs);
+    });
+    return Promise.race([this.transactionAttempts(work, hooks, attempts, attempt), deadline]).finally(() => clearTimeout(timer));
   }
 
-  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T>, attempts: number): Promise<T> {
+  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T>, attempts: number, deadline: TransactionDeadline): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let conn: PoolConnection | undefined;
       let node: DbNode | undefined;
@@ -303,14 +326,19 @@ export class Database {
         await conn.beginTransaction();
         const result = await work(drizzle(callbackFor(conn)));
         await hooks.beforeCommit?.(result);
+        // The caller was answered 503 already: roll back rather than commit behind its back.
+        if (deadline.expired) throw new StoreUnavailableError();
+        deadline.committing = true;
         await conn.commit();
         return result;
       } catch (err) {
+        deadline.committing = false;
         if (conn !== undefined) {
           this.pool.failed(node!, err);
           await conn.rollback().catch(() => undefined);
         }
-        if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts) {
+        // Past the deadline the caller has its 503: no retry commits behind it.
+        if (errnoOf(err) === DEADLOCK_ERRNO && attempt < attempts && !deadline.expired) {
           await retryPause(attempt);
           continue;
         }

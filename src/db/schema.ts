@@ -8,6 +8,8 @@ import {
   mysqlEnum,
   mysqlTable,
   primaryKey,
+  tinyint,
+  uniqueIndex,
 } from 'drizzle-orm/mysql-core';
 
 /**
@@ -75,13 +77,22 @@ export const sessions = mysqlTable(
      * idle_expires_at (the end of the grace) the old token reads and touches that session.
      */
     rotatedTo: binaryBuffer('rotated_to', { length: 32 }),
+    /**
+     * The subject's revocation generation when the row was written (subject_revocations): a
+     * "log out everywhere" of generation G revokes every row of the subject below G at once.
+     */
+    subjectGeneration: bigint('subject_generation', { mode: 'number', unsigned: true }).notNull().default(0),
   },
   // The sweeper scans idle_expires_at alone: it is never later than absolute_expires_at (touch
   // caps it) and revoking a session sets it to the revocation time, so one range covers expired
   // and revoked rows.
   (t) => [
     primaryKey({ name: 'sessions_pk', columns: [t.namespace, t.idHash] }),
-    index('sessions_subject_idx').on(t.namespace, t.subject, t.lastSeenAt),
+    // A subject's sessions by last activity, with what decides liveness (state, expiries, the
+    // revocation generation): lists, counts and the revocation worker skip dead rows inside
+    // the index, so a subject's 100,000 revoked sessions cost index entries, not row reads.
+    // (id_hash after last_seen_at: the list's order, newest first, with no sort.)
+    index('sessions_subject_live_idx').on(t.namespace, t.subject, t.lastSeenAt, t.idHash, t.state, t.subjectGeneration, t.idleExpiresAt, t.absoluteExpiresAt),
     index('sessions_idle_expires_idx').on(t.idleExpiresAt),
   ],
 );
@@ -95,7 +106,8 @@ export const cacheOutbox = mysqlTable('cache_outbox', {
   id: bigint('id', { mode: 'number', unsigned: true }).autoincrement().primaryKey(),
   namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
   idHash: binaryBuffer('id_hash', { length: 32 }).notNull(),
-  action: mysqlEnum('action', ['invalidate', 'tombstone', 'clear']).notNull(),
+  // 'mark': a subject's revocation mark (id_hash is the subject's hash, subject_revocations).
+  action: mysqlEnum('action', ['invalidate', 'tombstone', 'clear', 'mark']).notNull(),
   createdAt: datetime('created_at', { mode: 'date', fsp: 3 }).notNull(),
 });
 
@@ -114,6 +126,33 @@ export const destroyedTokens = mysqlTable(
     expiresAt: datetime('expires_at', { mode: 'date', fsp: 3 }).notNull(),
   },
   (t) => [primaryKey({ name: 'destroyed_tokens_pk', columns: [t.namespace, t.idHash] }), index('destroyed_tokens_expires_idx').on(t.expiresAt)],
+);
+
+/**
+ * "Log out everywhere" as one mark per subject: generation G revokes, at the moment it commits,
+ * every session of the subject whose subject_generation is below G, except `keep_id_hash`. Reads
+ * honour the mark (and Redis holds a copy for cached reads); a worker then revokes the rows in
+ * batches (`pending` until it is done), so the request costs the same at any number of sessions.
+ * A subject's row stays: the generations of later sessions count from it.
+ */
+export const subjectRevocations = mysqlTable(
+  'subject_revocations',
+  {
+    namespace: binaryCollatedVarchar('namespace', { length: 64 }).notNull(),
+    subject: binaryCollatedVarchar('subject', { length: 255 }).notNull(),
+    /** SHA-256 of the subject: how the outbox and Redis name the mark. */
+    subjectHash: binaryBuffer('subject_hash', { length: 32 }).notNull(),
+    generation: bigint('generation', { mode: 'number', unsigned: true }).notNull(),
+    keepIdHash: binaryBuffer('keep_id_hash', { length: 32 }),
+    revokedAt: datetime('revoked_at', { mode: 'date', fsp: 3 }).notNull(),
+    /** 1 while rows below the generation may still be active (the worker's queue). */
+    pending: tinyint('pending', { unsigned: true }).notNull(),
+  },
+  (t) => [
+    primaryKey({ name: 'subject_revocations_pk', columns: [t.namespace, t.subject] }),
+    uniqueIndex('subject_revocations_hash_idx').on(t.namespace, t.subjectHash),
+    index('subject_revocations_pending_idx').on(t.pending),
+  ],
 );
 
 export type SessionRow = typeof sessions.$inferSelect;

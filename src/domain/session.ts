@@ -20,12 +20,28 @@ export interface SessionRecord {
   idleExpiresAt: Date;
   absoluteExpiresAt: Date;
   metadata: SessionMetadata | null;
+  /**
+   * The subject's revocation generation the session belongs to (set by the store): a "log out
+   * everywhere" of a higher generation revokes it. Absent on a record not read from a store.
+   */
+  subjectGeneration?: number;
 }
 
 /** Addresses one session: the tenant and the hash of its token. */
 export interface SessionKey {
   namespace: string;
   idHash: Buffer;
+}
+
+/**
+ * A subject's "log out everywhere" mark: every session of the subject written below
+ * `generation`, but `keepIdHash`, is revoked. Named by the subject's hash outside MariaDB.
+ */
+export interface SubjectMark {
+  namespace: string;
+  subjectHash: Buffer;
+  generation: number;
+  keepIdHash: Buffer | null;
 }
 
 export interface TimeoutLimits {

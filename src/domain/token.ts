@@ -44,3 +44,6 @@ export function parsePublicId(id: string): Buffer | null {
   if (bytes.length !== TOKEN_BYTES || bytes.toString('base64url') !== id) return null;
   return bytes;
 }
+
+/** How a subject's revocation mark is named outside MariaDB (the outbox, Redis): SHA-256 of the subject. */
+export const subjectHashOf = sha256;

@@ -9,13 +9,18 @@ import {
   type SessionData,
   type SessionKey,
   type SessionRecord,
+  type SubjectMark,
 } from '../domain/session.js';
 import { publicIdOf } from '../domain/token.js';
 import type { OutboxAction, OutboxRepository } from './outbox.js';
 import type { OutboxReplayTarget } from './outbox-worker.js';
 import type {
   ExpectedVersion,
+  MarkedRevocations,
   PatchResult,
+  PendingRevocation,
+  RevocationBatch,
+  RevocationCursor,
   SessionStore,
   SessionWrites,
   SubjectCursor,
@@ -28,7 +33,12 @@ import type {
 interface CacheDebt {
   key: SessionKey;
   action: OutboxAction;
+  /** With 'mark': the mark to plant (the replay reads it from MariaDB). */
+  mark?: SubjectMark;
 }
+
+/** How old an outbox row must be before any replica's worker replays it (app.ts: minAgeMs). */
+export const OUTBOX_ROW_AGE_MS = 1000;
 
 const sameKey = (key: SessionKey, record: SessionRecord) => record.idHash.equals(key.idHash);
 
@@ -58,8 +68,15 @@ export interface CachedSessionStoreOptions {
  * - every read checks expiry from the stored fields.
  * When Redis is unavailable every call is served by MariaDB alone.
  */
-export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
+export class CachedSessionStore implements SessionStore, OutboxReplayTarget, MarkedRevocations {
   readonly counters = new CacheCounters();
+  /** Called after a subject's revocation mark committed (the app starts the revocation worker). */
+  onSubjectRevoked: () => void = () => undefined;
+  /**
+   * Called when a write left a row in the outbox, due in `afterMs` (the app wakes this replica's
+   * outbox worker, which backs off while the outbox is empty).
+   */
+  onOutboxRowLeft: (afterMs: number) => void = () => undefined;
   private readonly touchWritesInFlight = new Set<string>();
 
   constructor(
@@ -264,11 +281,31 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
     return this.db.listBySubject(namespace, subject, now, limit, after);
   }
 
-  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
-    return this.write(async (tx) => {
-      const { keys, revoked } = await tx.revokeSubject(namespace, subject, keep, now);
-      return { result: revoked, debts: keys.map((key) => ({ key, action: 'tombstone' as const })) };
+  /**
+   * The subject's mark goes to Redis like an invalidation: planted before the commit (reads and
+   * fills of the subject's older entries miss from then on), and through the outbox after it.
+   */
+  async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
+    const revoked = await this.write(async (tx) => {
+      const { revoked, mark } = await tx.revokeSubject(namespace, subject, keep, now);
+      return { result: revoked, debts: [{ key: { namespace, idHash: mark.subjectHash }, action: 'mark' as const, mark }] };
     });
+    this.onSubjectRevoked();
+    return revoked;
+  }
+
+  pendingRevocations(limit: number): Promise<PendingRevocation[]> {
+    return this.db.pendingRevocations(limit);
+  }
+
+  /**
+   * One batch of a mark's row work, then tombstones for the rows it revoked (best effort: the
+   * mark already makes their entries misses; a tombstone spares each a MariaDB read).
+   */
+  async revokeMarkedBatch(mark: PendingRevocation, batchSize: number, after: RevocationCursor | null, now: Date): Promise<RevocationBatch> {
+    const batch = await this.db.revokeMarkedBatch(mark, batchSize, after, now);
+    await Promise.all(batch.keys.map((key) => this.applyToCache(key, 'tombstone')));
+    return batch;
   }
 
   /**
@@ -280,7 +317,9 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
    */
   private readonly fenceFills: TransactionHooks<{ owed: CacheDebt[] }> = {
     beforeCommit: async ({ owed }) => {
-      await Promise.all(owed.map((o) => this.redis.markWrite(o.key).catch(() => undefined)));
+      await Promise.all(
+        owed.map((o) => (o.mark !== undefined ? this.redis.markSubject(o.mark) : this.redis.markWrite(o.key)).catch(() => undefined)),
+      );
     },
   };
 
@@ -299,28 +338,39 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget {
       await this.options.afterCommit?.(owed.map((o) => o.key));
       // Always tried, whatever this replica's breaker says: another replica may be reading
       // from Redis right now.
-      const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true) })));
+      const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true, o.mark) })));
       const paid = results.filter((r) => r.paid).map((r) => r.id);
       const unpaid = results.filter((r) => !r.paid).map((r) => r.id);
-      if (paid.length > 0) this.outbox.delete(paid).catch(() => undefined); // a leftover row is replayed: harmless
+      // A leftover row is replayed (harmless): the worker is told, once it is due.
+      if (paid.length > 0) this.outbox.delete(paid).catch(() => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS));
       // Redis did not take it: make the row due at once, so that the outbox worker of any
       // replica that reaches Redis replays it at its next tick.
       if (unpaid.length > 0) {
         this.counters.fallbacks += 1;
-        this.outbox.markDue(unpaid).catch(() => undefined);
+        this.outbox.markDue(unpaid).then(
+          () => this.onOutboxRowLeft(0),
+          () => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS),
+        );
       }
     }
     return result;
   }
 
   /** True when Redis took the invalidation or tombstone. `force` is for the recovery replay. */
-  async applyToCache(key: SessionKey, action: OutboxAction, force = false): Promise<boolean> {
+  async applyToCache(key: SessionKey, action: OutboxAction, force = false, mark?: SubjectMark): Promise<boolean> {
     if (!force && !this.redis.available()) {
       this.counters.fallbacks += 1;
       return false;
     }
+    if (action === 'mark' && mark === undefined) {
+      // A replay: the subject's mark as it stands now (a newer generation than the row's is fine).
+      const current = await this.db.subjectMark(key.namespace, key.idHash);
+      if (current === null) return true;
+      mark = current;
+    }
     try {
-      if (action === 'tombstone') await this.redis.tombstone(key, force);
+      if (action === 'mark') await this.redis.markSubject(mark!, force);
+      else if (action === 'tombstone') await this.redis.tombstone(key, force);
       else if (action === 'clear') await this.redis.clear(key, force);
       else await this.redis.invalidate(key, force);
       return true;

@@ -1,7 +1,8 @@
-import { and, asc, desc, eq, gt, inArray, isNotNull, lt, lte, ne, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, gte, inArray, isNotNull, lt, lte, ne, or, sql, type SQL } from 'drizzle-orm';
 import { DUPLICATE_KEY_ERRNO, errnoOf, type Database, type Db } from '../db/database.js';
 import { SessionExistsError } from '../domain/errors.js';
-import { cacheOutbox, destroyedTokens, sessions, type SessionRow } from '../db/schema.js';
+import { cacheOutbox, destroyedTokens, sessions, subjectRevocations, type SessionRow } from '../db/schema.js';
+import { subjectHashOf } from '../domain/token.js';
 import {
   decideTouch,
   isLive,
@@ -16,6 +17,10 @@ import type {
   PatchResult,
   SessionWrites,
   SubjectCursor,
+  SubjectMark,
+  PendingRevocation,
+  RevocationBatch,
+  RevocationCursor,
   TransactionalSessionStore,
   TransactionHooks,
   WriteResult,
@@ -38,8 +43,41 @@ export function toRecord(row: SessionRow): SessionRecord {
     idleExpiresAt: row.idleExpiresAt,
     absoluteExpiresAt: row.absoluteExpiresAt,
     metadata: row.metadata,
+    subjectGeneration: row.subjectGeneration,
   };
 }
+
+/**
+ * The row is revoked by its subject's "log out everywhere" mark (subject_revocations): the
+ * mark's generation is above the row's and the row is not the one the mark keeps. Reads and
+ * conditional writes honour it, so a revocation takes effect when the mark commits, before the
+ * worker revoked the rows themselves. Names are qualified: it is a correlated subquery.
+ */
+const COVERED = sql.raw(
+  'EXISTS (SELECT 1 FROM `subject_revocations` `m` WHERE `m`.`namespace` = `sessions`.`namespace` AND `m`.`subject` = `sessions`.`subject`' +
+    ' AND `m`.`generation` > `sessions`.`subject_generation` AND (`m`.`keep_id_hash` IS NULL OR `m`.`keep_id_hash` <> `sessions`.`id_hash`))',
+);
+const notCovered = sql`NOT ${COVERED}`;
+
+/**
+ * INSERT of a new row that takes its subject's current revocation generation in the same
+ * statement (0 without a mark or a subject): a session created after a mark outlives it.
+ */
+function insertRow(s: SessionRecord, extra: { rotatedTo?: Buffer | null } = {}): SQL {
+  return sql`INSERT INTO ${sessions} (${sql.raw(
+    '`namespace`, `id_hash`, `subject`, `data`, `version`, `state`, `idle_timeout_seconds`, `created_at`, `last_seen_at`, `idle_expires_at`, `absolute_expires_at`, `metadata`, `rotated_to`, `subject_generation`',
+  )}) SELECT ${s.namespace}, ${s.idHash}, ${s.subject}, ${JSON.stringify(s.data)}, ${s.version}, 'active', ${s.idleTimeoutSeconds}, ${s.createdAt}, ${s.lastSeenAt}, ${s.idleExpiresAt}, ${s.absoluteExpiresAt}, ${s.metadata === null ? null : JSON.stringify(s.metadata)}, ${extra.rotatedTo ?? null}, COALESCE(MAX(${subjectRevocations.generation}), 0) FROM ${subjectRevocations} WHERE ${subjectRevocations.namespace} = ${s.namespace} AND ${subjectRevocations.subject} = ${s.subject}`;
+}
+
+/**
+ * A subject's sessions by activity with their liveness columns (schema.ts). Named in the queries
+ * over one subject: the optimiser otherwise prefers the primary key's namespace prefix when one
+ * namespace holds most rows, and reads every row of the namespace.
+ */
+const SUBJECT_INDEX = 'sessions_subject_live_idx';
+
+/** A row as resolve() reads it: whether a subject mark revokes it comes with it. */
+const resolveColumns = { ...getTableColumns(sessions), covered: sql<number>`${COVERED}`.mapWith(Number) };
 
 function byKey(key: SessionKey): SQL {
   return and(eq(sessions.namespace, key.namespace), eq(sessions.idHash, key.idHash))!;
@@ -47,16 +85,30 @@ function byKey(key: SessionKey): SQL {
 
 /** The row exists, is active and has not expired at `now`: the SQL twin of isLive(). */
 function liveAt(key: SessionKey, now: Date): SQL {
-  return and(byKey(key), eq(sessions.state, 'active'), gt(sessions.idleExpiresAt, now), gt(sessions.absoluteExpiresAt, now))!;
+  return and(byKey(key), eq(sessions.state, 'active'), gt(sessions.idleExpiresAt, now), gt(sessions.absoluteExpiresAt, now), notCovered)!;
 }
 
 function subjectIs(namespace: string, subject: string): SQL {
   return and(eq(sessions.namespace, namespace), eq(sessions.subject, subject))!;
 }
 
-/** Active and not expired at `now`. */
-function liveRows(now: Date): SQL {
+/** Active and not expired at `now` (a subject's mark aside). */
+function liveState(now: Date): SQL {
   return and(eq(sessions.state, 'active'), gt(sessions.idleExpiresAt, now), gt(sessions.absoluteExpiresAt, now))!;
+}
+
+/** Active, not expired at `now`, and not revoked by the subject's mark. */
+function liveRows(now: Date): SQL {
+  return and(liveState(now), notCovered)!;
+}
+
+/** A subject's mark as read beforehand: what a subquery per row (COVERED) would ask, from index columns. */
+type MarkState = { generation: number; keepIdHash: Buffer | null } | undefined;
+
+function uncoveredBy(mark: MarkState): SQL | undefined {
+  if (mark === undefined) return undefined;
+  const above = sql`${sessions.subjectGeneration} >= ${mark.generation}`;
+  return mark.keepIdHash === null ? above : or(above, eq(sessions.idHash, mark.keepIdHash));
 }
 
 /** Rows a revocation changes: active ones, and ids whose rotation grace still runs. */
@@ -82,7 +134,7 @@ export class SessionStatements implements SessionWrites {
   constructor(private readonly db: Db) {}
 
   async selectLive(key: SessionKey, now: Date, forUpdate = false): Promise<SessionRecord | null> {
-    const query = this.db.select().from(sessions).where(and(byKey(key), eq(sessions.state, 'active'))).limit(1);
+    const query = this.db.select().from(sessions).where(and(byKey(key), eq(sessions.state, 'active'), notCovered)).limit(1);
     const rows = forUpdate ? await query.for('update') : await query;
     const row = rows[0];
     if (row === undefined) return null;
@@ -97,8 +149,8 @@ export class SessionStatements implements SessionWrites {
   async resolve(key: SessionKey, now: Date): Promise<SessionRecord | null> {
     let current = key;
     for (let hop = 0; hop <= MAX_GRACE_HOPS; hop++) {
-      const row = (await this.db.select().from(sessions).where(byKey(current)).limit(1))[0];
-      if (row === undefined) return null;
+      const row = (await this.db.select(resolveColumns).from(sessions).where(byKey(current)).limit(1))[0];
+      if (row === undefined || row.covered !== 0) return null;
       if (row.state === 'active') {
         const record = toRecord(row);
         return isLive(record, now) ? record : null;
@@ -162,6 +214,11 @@ export class SessionStatements implements SessionWrites {
    * that may not be created again (docs/design.md §8: a destroyed id never returns). An id that comes back
    * after its absolute expiry and dies again is remembered for its new life.
    */
+  /** remember() for the revocation worker's batches. */
+  rememberWhere(where: SQL): Promise<void> {
+    return this.remember(where);
+  }
+
   private async remember(where: SQL): Promise<void> {
     await this.db.execute(sql`
       INSERT INTO ${destroyedTokens} (${sql.identifier('namespace')}, ${sql.identifier('id_hash')}, ${sql.identifier('expires_at')})
@@ -186,7 +243,7 @@ export class SessionStatements implements SessionWrites {
       .update(sessions)
       // The idle expiry becomes the revocation time, so the sweeper's one range finds the row.
       .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${now})` })
-      .where(and(byKey(key), revocable(now)));
+      .where(and(byKey(key), revocable(now), notCovered));
     return affectedRows(result) === 1;
   }
 
@@ -206,7 +263,7 @@ export class SessionStatements implements SessionWrites {
       .update(sessions)
       .set({ state: 'revoked', idleExpiresAt: graceSeconds > 0 ? graceEnd : now, rotatedTo: graceSeconds > 0 ? newIdHash : null })
       .where(byKey(key));
-    await this.db.insert(sessions).values({ ...rotated, state: 'active' });
+    await this.db.execute(insertRow(rotated));
     return rotated;
   }
 
@@ -235,7 +292,7 @@ export class SessionStatements implements SessionWrites {
           .where(evictedRows);
       }
     }
-    await this.db.insert(sessions).values({ ...session, state: 'active' });
+    await this.db.execute(insertRow(session));
     return evicted;
   }
 
@@ -263,39 +320,75 @@ export class SessionStatements implements SessionWrites {
     return evicted;
   }
 
+  /** The subject's revocation mark, if it has one. */
+  private async markOf(namespace: string, subject: string): Promise<MarkState> {
+    const rows = await this.db
+      .select({ generation: subjectRevocations.generation, keepIdHash: subjectRevocations.keepIdHash })
+      .from(subjectRevocations)
+      .where(and(eq(subjectRevocations.namespace, namespace), eq(subjectRevocations.subject, subject)))
+      .limit(1);
+    return rows[0];
+  }
+
   async listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]> {
     const position =
       after === undefined
         ? undefined
         : or(lt(sessions.lastSeenAt, after.lastSeenAt), and(eq(sessions.lastSeenAt, after.lastSeenAt), lt(sessions.idHash, after.idHash)));
+    const mark = await this.markOf(namespace, subject);
+    // The page's ids first, from the index alone (its columns decide liveness): revoked and
+    // expired rows cost index entries, not row reads (MariaDB does not push conditions into a
+    // backward index scan). Then the rows of the page.
+    const page = await this.db
+      .select({ idHash: sessions.idHash })
+      .from(sessions, { forceIndex: SUBJECT_INDEX })
+      .where(and(subjectIs(namespace, subject), liveState(now), uncoveredBy(mark), position))
+      .orderBy(desc(sessions.lastSeenAt), desc(sessions.idHash))
+      .limit(limit);
+    if (page.length === 0) return [];
     const rows = await this.db
       .select()
       .from(sessions)
-      .where(and(subjectIs(namespace, subject), liveRows(now), position))
-      .orderBy(desc(sessions.lastSeenAt), desc(sessions.idHash))
-      .limit(limit);
-    return rows.map(toRecord);
+      .where(and(eq(sessions.namespace, namespace), inArray(sessions.idHash, page.map((r) => r.idHash)), liveState(now)));
+    const byId = new Map(rows.map((r) => [r.idHash.toString('hex'), r]));
+    return page.flatMap((p) => {
+      const row = byId.get(p.idHash.toString('hex'));
+      return row === undefined ? [] : [toRecord(row)];
+    });
   }
 
   /**
-   * Revokes every session of a subject but `keep` (and ends the graces of ids rotated away from
-   * them). Returns the keys whose cache entries must go and how many live sessions were revoked.
+   * Log out everywhere, at a cost that does not grow with the subject's sessions: raises the
+   * subject's revocation mark (every session of the subject written before it, but `keep`, is
+   * revoked from this commit on: reads honour the mark) and counts the live sessions it revoked.
+   * The rows themselves are revoked later, in batches (revokeMarkedBatch). `keep` is kept only
+   * while it is a live session of the subject: a mark never brings a revoked one back.
    */
-  async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ keys: SessionKey[]; revoked: number }> {
-    const rows = await this.db
-      .select({ idHash: sessions.idHash, state: sessions.state, idleExpiresAt: sessions.idleExpiresAt, absoluteExpiresAt: sessions.absoluteExpiresAt })
-      .from(sessions)
-      .where(and(subjectIs(namespace, subject), revocable(now), keep === undefined ? undefined : ne(sessions.idHash, keep)))
-      .for('update');
-    if (rows.length === 0) return { keys: [], revoked: 0 };
-    const selected = and(eq(sessions.namespace, namespace), inArray(sessions.idHash, rows.map((r) => r.idHash)))!;
-    await this.remember(selected);
+  async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ revoked: number; mark: SubjectMark }> {
+    const ours = and(eq(subjectRevocations.namespace, namespace), eq(subjectRevocations.subject, subject))!;
+    // The mark's row lock orders revocations of one subject; reads after it see the latest mark.
+    const current = (
+      await this.db.select({ generation: subjectRevocations.generation, keepIdHash: subjectRevocations.keepIdHash }).from(subjectRevocations).where(ours).for('update')
+    )[0];
+    let kept: Buffer | null = null;
+    if (keep !== undefined) {
+      const live = await this.db
+        .select({ idHash: sessions.idHash })
+        .from(sessions)
+        .where(and(byKey({ namespace, idHash: keep }), eq(sessions.subject, subject), liveState(now), uncoveredBy(current)))
+        .limit(1);
+      if (live.length > 0) kept = keep;
+    }
+    const counted = await this.db
+      .select({ n: sql<number>`COUNT(*)`.mapWith(Number) })
+      .from(sessions, { forceIndex: SUBJECT_INDEX })
+      .where(and(subjectIs(namespace, subject), liveState(now), uncoveredBy(current), kept === null ? undefined : ne(sessions.idHash, kept)));
+    const mark: SubjectMark = { namespace, subjectHash: subjectHashOf(subject), generation: (current?.generation ?? 0) + 1, keepIdHash: kept };
     await this.db
-      .update(sessions)
-      .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${now})` })
-      .where(selected);
-    const revoked = rows.filter((r) => r.state === 'active' && r.idleExpiresAt > now && r.absoluteExpiresAt > now).length;
-    return { keys: rows.map((r) => ({ namespace, idHash: r.idHash })), revoked };
+      .insert(subjectRevocations)
+      .values({ namespace, subject, subjectHash: mark.subjectHash, generation: mark.generation, keepIdHash: kept, revokedAt: now, pending: 1 })
+      .onDuplicateKeyUpdate({ set: { generation: mark.generation, keepIdHash: kept, revokedAt: now, pending: 1 } });
+    return { revoked: counted[0]?.n ?? 0, mark };
   }
 
   /** Records a cache invalidation to be acknowledged by Redis; returns the row id. */
@@ -318,35 +411,13 @@ export interface MariaDbSessionStoreOptions {
 
 /** The authority: every session lives here. */
 export class MariaDbSessionStore implements TransactionalSessionStore {
-  /**
-   * The uncapped create, built once: drizzle assembling the INSERT on every call was ~15 % of
-   * the service's CPU per create (docs/benchmarks.md); a prepared query only fills its values.
-   */
-  private readonly insertSession;
+  /** Called after a subject's revocation mark committed (the app starts the revocation worker). */
+  onSubjectRevoked: () => void = () => undefined;
 
   constructor(
     private readonly database: Database,
     private readonly options: MariaDbSessionStoreOptions,
-  ) {
-    const p = <K extends keyof SessionRecord>(name: K) => sql.placeholder(name);
-    this.insertSession = database.db
-      .insert(sessions)
-      .values({
-        namespace: p('namespace'),
-        idHash: p('idHash'),
-        subject: p('subject'),
-        data: p('data'),
-        version: p('version'),
-        state: 'active',
-        idleTimeoutSeconds: p('idleTimeoutSeconds'),
-        createdAt: p('createdAt'),
-        lastSeenAt: p('lastSeenAt'),
-        idleExpiresAt: p('idleExpiresAt'),
-        absoluteExpiresAt: p('absoluteExpiresAt'),
-        metadata: p('metadata'),
-      })
-      .prepare();
-  }
+  ) {}
 
   /**
    * Runs several statements in one transaction (the cache tier adds its outbox rows this way),
@@ -363,7 +434,7 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
   async create(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
     const cap = options.maxPerSubject ?? 0;
     if (cap === 0 || session.subject === null) {
-      await this.database.run(() => this.insertSession.execute({ ...session }));
+      await this.database.run((db) => db.execute(insertRow(session)));
       return { evicted: 0 };
     }
     const evicted = await this.transaction((tx) => tx.insert(session, cap));
@@ -417,7 +488,84 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
   }
 
   async revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number> {
-    return (await this.transaction((tx) => tx.revokeSubject(namespace, subject, keep, now))).revoked;
+    const { revoked } = await this.transaction((tx) => tx.revokeSubject(namespace, subject, keep, now));
+    this.onSubjectRevoked();
+    return revoked;
+  }
+
+  /** A subject's revocation mark by the subject's hash (the outbox replays it to Redis); null when it has none. */
+  async subjectMark(namespace: string, subjectHash: Buffer): Promise<SubjectMark | null> {
+    const rows = await this.database.run((db) =>
+      db
+        .select({ generation: subjectRevocations.generation, keepIdHash: subjectRevocations.keepIdHash })
+        .from(subjectRevocations)
+        .where(and(eq(subjectRevocations.namespace, namespace), eq(subjectRevocations.subjectHash, subjectHash)))
+        .limit(1),
+    );
+    const row = rows[0];
+    return row === undefined ? null : { namespace, subjectHash, ...row };
+  }
+
+  /** Marks whose rows may still be active, for the revocation worker. */
+  pendingRevocations(limit: number): Promise<PendingRevocation[]> {
+    return this.database.run((db) =>
+      db
+        .select({
+          namespace: subjectRevocations.namespace,
+          subject: subjectRevocations.subject,
+          generation: subjectRevocations.generation,
+          keepIdHash: subjectRevocations.keepIdHash,
+          revokedAt: subjectRevocations.revokedAt,
+        })
+        .from(subjectRevocations)
+        .where(eq(subjectRevocations.pending, 1))
+        .limit(limit),
+    );
+  }
+
+  /**
+   * Revokes up to `batchSize` active rows a mark covers, from `after` on in the subject's index
+   * order (rows a mark covers no longer move: every write and touch honours the mark), and
+   * remembers their ids, in one short transaction. A batch only takes active rows, so each
+   * makes progress; ids in a rotation grace need nothing (reads see the mark). With none left,
+   * clears the mark's `pending` (unless a newer generation replaced it). Returns the keys it
+   * revoked (the cache tombstones them) and where to go on (null: done).
+   */
+  revokeMarkedBatch(mark: PendingRevocation, batchSize: number, after: RevocationCursor | null, now: Date): Promise<RevocationBatch> {
+    const { namespace, subject, generation } = mark;
+    return this.database.transaction(async (db) => {
+      const covered = and(
+        subjectIs(namespace, subject),
+        eq(sessions.state, 'active'),
+        lt(sessions.subjectGeneration, generation),
+        mark.keepIdHash === null ? undefined : ne(sessions.idHash, mark.keepIdHash),
+      )!;
+      // Index order, no tie-break: rows at the cursor's instant are looked at again, and are
+      // revoked by then.
+      const rows = await db
+        .select({ idHash: sessions.idHash, lastSeenAt: sessions.lastSeenAt })
+        .from(sessions, { forceIndex: SUBJECT_INDEX })
+        .where(and(covered, after === null ? undefined : gte(sessions.lastSeenAt, after.lastSeenAt)))
+        .orderBy(asc(sessions.lastSeenAt))
+        .limit(batchSize);
+      if (rows.length === 0) {
+        await db
+          .update(subjectRevocations)
+          .set({ pending: 0 })
+          .where(and(eq(subjectRevocations.namespace, namespace), eq(subjectRevocations.subject, subject), eq(subjectRevocations.generation, generation)));
+        return { keys: [], next: null };
+      }
+      const selected = and(covered, inArray(sessions.idHash, rows.map((r) => r.idHash)))!;
+      await new SessionStatements(db).rememberWhere(selected);
+      // Revoked as of the mark (the sweeper's range), never later than now.
+      const at = mark.revokedAt < now ? mark.revokedAt : now;
+      await db
+        .update(sessions)
+        .set({ state: 'revoked', idleExpiresAt: sql`LEAST(${sessions.idleExpiresAt}, ${at})` })
+        .where(selected);
+      const last = rows[rows.length - 1]!;
+      return { keys: rows.map((r) => ({ namespace, idHash: r.idHash })), next: { lastSeenAt: last.lastSeenAt } };
+    });
   }
 
   /** Sessions first; what is left of the batch goes to remembered ids past their absolute expiry. */

@@ -5,7 +5,7 @@ import type { SessionKey } from '../domain/session.js';
  * tombstone, or — for an id created anew under a chosen token — clear everything the id's
  * earlier life left there, a tombstone and touch register included.
  */
-export type OutboxAction = 'invalidate' | 'tombstone' | 'clear';
+export type OutboxAction = 'invalidate' | 'tombstone' | 'clear' | 'mark';
 
 export interface OutboxRow {
   id: number;

@@ -1,4 +1,6 @@
-import type { SessionData, SessionKey, SessionRecord } from '../domain/session.js';
+import type { SessionData, SessionKey, SessionRecord, SubjectMark } from '../domain/session.js';
+
+export type { SubjectMark } from '../domain/session.js';
 import type { OutboxAction } from './outbox.js';
 
 /** Which versions a conditional write accepts: a list from If-Match, or any version (`*`). */
@@ -69,7 +71,10 @@ export interface SessionStore {
   rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds?: number): Promise<SessionRecord | null>;
   /** A subject's live sessions, newest activity first, after the cursor. */
   listBySubject(namespace: string, subject: string, now: Date, limit: number, after?: SubjectCursor): Promise<SessionRecord[]>;
-  /** Revokes all of a subject's sessions but `keep`, atomically; returns how many live ones were revoked. */
+  /**
+   * Revokes all of a subject's sessions but `keep`, at once (one mark, whatever their number:
+   * the rows follow in the background); returns how many live ones were revoked.
+   */
   revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<number>;
   /** Deletes up to `batchSize` rows that expired or were revoked before `before`; returns the count. */
   sweepBatch(before: Date, batchSize: number): Promise<number>;
@@ -88,9 +93,37 @@ export interface SessionWrites {
   patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult>;
   destroy(key: SessionKey, now: Date): Promise<boolean>;
   rotate(key: SessionKey, newIdHash: Buffer, now: Date, graceSeconds?: number): Promise<SessionRecord | null>;
-  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ keys: SessionKey[]; revoked: number }>;
+  /** Raises the subject's revocation mark (the rows follow later, revokeMarkedBatch); counts the live sessions it revoked. */
+  revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ revoked: number; mark: SubjectMark }>;
   /** Writes an outbox row in this transaction; returns its id. */
   recordOutbox(key: SessionKey, action: OutboxAction): Promise<number>;
+}
+
+/** A mark whose rows the revocation worker has still to revoke. */
+export interface PendingRevocation {
+  namespace: string;
+  subject: string;
+  generation: number;
+  keepIdHash: Buffer | null;
+  revokedAt: Date;
+}
+
+/** Where a mark's row work stands: at this last activity in the subject's index order. */
+export interface RevocationCursor {
+  lastSeenAt: Date;
+}
+
+export interface RevocationBatch {
+  /** The rows this batch went through. */
+  keys: SessionKey[];
+  /** Null when the mark has no row left to revoke. */
+  next: RevocationCursor | null;
+}
+
+/** The row work behind revocation marks, in batches (the revocation worker drives it). */
+export interface MarkedRevocations {
+  pendingRevocations(limit: number): Promise<PendingRevocation[]>;
+  revokeMarkedBatch(mark: PendingRevocation, batchSize: number, after: RevocationCursor | null, now: Date): Promise<RevocationBatch>;
 }
 
 /** What the cache tier runs at the edge of a transaction of the authoritative store. */
@@ -104,9 +137,11 @@ export interface TransactionHooks<T> {
 }
 
 /** The authoritative store (MariaDB) as the cache tier in front of it uses it. */
-export interface TransactionalSessionStore extends SessionStore {
+export interface TransactionalSessionStore extends SessionStore, MarkedRevocations {
   /** Runs `work` in one transaction, then `hooks.beforeCommit`: all of it commits, or none. */
   transaction<T>(work: (tx: SessionWrites) => Promise<T>, hooks?: TransactionHooks<T>): Promise<T>;
   /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
   persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean>;
+  /** A subject's revocation mark by the subject's hash; null when it has none. */
+  subjectMark(namespace: string, subjectHash: Buffer): Promise<SubjectMark | null>;
 }

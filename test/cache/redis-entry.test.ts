@@ -29,7 +29,7 @@ t.test('all keys of a session share one hash tag; sessions do not', async (t) =>
 t.test("touch's one-string reply splits back into the entry's fields, data with newlines escaped", async (t) => {
   const s = newRecord(new Date('2026-01-02T03:04:05.678Z'), { data: { text: 'line 1\nline 2', n: 1 } });
   const f = encodeEntry(s);
-  const reply = [f.v, f.it, f.ax, f.ie, f.pe, f.ls, f.d].join('\n');
+  const reply = [f.v, f.it, f.ax, f.ie, f.pe, f.ls, f.g, f.mk, f.d].join('\n');
   t.same(touchedFields(reply), f);
   t.same(decodeEntry(s, touchedFields(reply)), s);
   t.throws(() => touchedFields('1\n2\n3'), /malformed/, 'a short reply is refused, not misread');

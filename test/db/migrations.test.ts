@@ -44,7 +44,9 @@ t.test('drizzle-kit migrate with only DATABASE_URL set builds the schema, and is
   t.match(ddl, /`namespace` varchar\(64\) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL/);
   t.match(ddl, /`idle_expires_at` datetime\(3\) NOT NULL/);
   t.match(ddl, /PRIMARY KEY \(`namespace`,`id_hash`\)/);
-  t.match(ddl, /KEY `sessions_subject_idx` \(`namespace`,`subject`,`last_seen_at`\)/);
+  t.match(ddl, /KEY `sessions_subject_live_idx` \(`namespace`,`subject`,`last_seen_at`,`id_hash`,`state`,`subject_generation`,`idle_expires_at`,`absolute_expires_at`\)/);
+  t.notMatch(ddl, /sessions_subject_idx/, 'the older subject index is gone');
+  t.match(ddl, /`subject_generation` bigint\(20\) unsigned NOT NULL DEFAULT 0/);
   t.match(ddl, /`rotated_to` binary\(32\) DEFAULT NULL/);
   t.match(ddl, /KEY `sessions_idle_expires_idx` \(`idle_expires_at`\)/);
 });

@@ -5,6 +5,7 @@ import { mintApiKey, type ApiKeyEntry } from '../../src/auth/api-keys.js';
 import { buildConfig, type Config } from '../../src/config/config.js';
 import type { PolicyOverrides } from '../../src/domain/policies.js';
 import { migratedDatabase } from './mariadb.js';
+import { sharedRedisUrl } from './redis.js';
 
 export const KEY_A = mintApiKey('app-a', 'tenant-a');
 export const KEY_A2 = mintApiKey('app-a', 'tenant-a'); // a second, rotated key of the same client
@@ -73,3 +74,16 @@ export async function testApp(
 }
 
 export const auth = (key: { key: string } = KEY_A) => ({ authorization: `Bearer ${key.key}` });
+
+/** Two app instances on one migrated MariaDB and the shared Redis: two replicas of the service, closed at teardown. */
+export async function twoReplicas(t: TapLike & { teardown(fn: () => unknown): void }): Promise<{ url: string; one: FastifyInstance; two: FastifyInstance }> {
+  const url = await migratedDatabase(t);
+  const config = testConfig(url, {}, { REDIS_URL: await sharedRedisUrl(t) });
+  const [one, two] = await Promise.all([buildApp(config, { logger: false }), buildApp(config, { logger: false })]);
+  t.teardown(async () => {
+    await one.close();
+    await two.close();
+  });
+  await Promise.all([one.ready(), two.ready()]);
+  return { url, one, two };
+}

@@ -1,18 +1,8 @@
 import t from 'tap';
-import { buildApp } from '../../src/app.js';
-import { auth, KEY_A, testConfig } from '../helpers/app.js';
-import { migratedDatabase } from '../helpers/mariadb.js';
-import { sharedRedisUrl } from '../helpers/redis.js';
+import { auth, KEY_A, twoReplicas } from '../helpers/app.js';
 
 // Two app instances on one MariaDB and one Redis: two replicas of the service.
-const url = await migratedDatabase(t);
-const config = testConfig(url, {}, { REDIS_URL: await sharedRedisUrl(t) });
-const [one, two] = await Promise.all([buildApp(config, { logger: false }), buildApp(config, { logger: false })]);
-t.teardown(async () => {
-  await one!.close();
-  await two!.close();
-});
-await Promise.all([one!.ready(), two!.ready()]);
+const { one, two } = await twoReplicas(t);
 
 const create = async (subject: string) =>
   (

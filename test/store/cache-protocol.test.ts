@@ -213,7 +213,7 @@ t.test('an outbox replay of an invalidation Redis already took keeps the touches
   const touched = await cached.touch(s, at(TH / 2));
   t.same(touched?.idleExpiresAt, at(TH / 2 + 1800), 'the touch slid the expiry in Redis');
   t.same((await db.get(s, at(TH / 2)))?.idleExpiresAt, at(1800), 'below the threshold: not written to MariaDB');
-  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, idleMaxIntervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
   t.equal(await worker.replay(), 1, 'the worker replays the leftover row');
   const read = await cached.get(s, at(TH / 2 + 1));
   t.same(read?.idleExpiresAt, at(TH / 2 + 1800), 'a read after the replay shows the touched expiry, not MariaDB\'s older one');
@@ -334,7 +334,7 @@ t.test('Redis killed: every call succeeds from MariaDB, the outbox keeps the inv
 
   // Redis comes back empty (no persistence); the worker replays and empties the outbox.
   await redis.restart();
-  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, idleMaxIntervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
   for (let i = 0; i < 100 && (await outbox.size()) > 0; i++) {
     await worker.replay().catch(() => 0);
     await new Promise((r) => setTimeout(r, 50));
@@ -347,7 +347,7 @@ t.test('Redis killed: every call succeeds from MariaDB, the outbox keeps the inv
 t.test('Redis paused across a destroy: the stale entry is fenced and replaced by the tombstone on recovery', async (t) => {
   const redis = await privateRedis(t);
   const { cached, db, gateway, raw, outbox } = await setup(t, { redisUrl: redis.url });
-  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
+  const worker = new OutboxWorker(outbox, cached, { intervalMs: 50, idleMaxIntervalMs: 50, minAgeMs: 0, batchSize: 10 }, log);
   gateway.onRecover = async () => {
     await worker.replay(true);
   };

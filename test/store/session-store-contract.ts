@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Test } from 'tap';
 import type { SessionKey, SessionRecord } from '../../src/domain/session.js';
-import type { SessionStore } from '../../src/store/session-store.js';
+import { pino } from 'pino';
+import type { MarkedRevocations, SessionStore } from '../../src/store/session-store.js';
+import { RevocationWorker } from '../../src/store/revocation-worker.js';
 
 /** What every store implementation promises; run against each backend (docs/design.md §4). */
 export interface ContractSubject {
@@ -25,8 +27,18 @@ export function newRecord(now: Date, overrides: Partial<SessionRecord> = {}): Se
     idleExpiresAt: new Date(now.getTime() + 1800 * SECOND),
     absoluteExpiresAt: new Date(now.getTime() + 12 * 3600 * SECOND),
     metadata: { ip: '203.0.113.7', userAgent: 'UA/1.0', label: 'laptop' },
+    subjectGeneration: 0,
     ...overrides,
   };
+}
+
+/**
+ * Runs the revocation worker's row work to the end, as of `now` (small batches, so that a
+ * test goes through several): what the app's worker does after a revoke-all.
+ */
+export function drainRevocations(store: SessionStore, now: Date, batchSize = 2): Promise<number> {
+  const worker = new RevocationWorker(store as SessionStore & MarkedRevocations, { batchSize, pauseMs: 0, scanIntervalMs: 60_000 }, pino({ enabled: false }), () => now);
+  return worker.drain();
 }
 
 /** How createIfAbsent refuses a taken id (SessionExistsError). */
@@ -256,6 +268,49 @@ export function sessionStoreContract(t: Test, make: (t: Test) => Promise<Contrac
     t.equal(await store.revokeSubject('ns-b', subject, undefined, t0), 0, 'namespaces are separate');
     t.equal(await store.revokeSubject('ns-a', subject, undefined, t0), 1);
     t.equal(await store.get(mine[0]!, t0), null);
+    t.equal(await store.touch(mine[1]!, t0), null, 'a touch does not bring one back');
+    t.equal((await store.replaceData(mine[2]!, { x: 1 }, { any: true }, t0)).kind, 'not_found', 'nor a write');
+    t.equal(await store.rotate(mine[3]!, randomBytes(32), t0), null, 'nor a rotation');
+    t.same(await store.listBySubject('ns-a', subject, t0, 10), [], 'the list is empty');
+    t.ok((await drainRevocations(store, t0)) >= 4, 'the worker then revokes the four rows');
+    for (const s of mine) t.equal(await store.get(s, t0), null, 'and they stay gone');
+    const after = newRecord(t0, { subject });
+    await store.create(after);
+    t.ok(await store.get(after, t0), 'a session created after the revocation lives');
+    t.same((await store.listBySubject('ns-a', subject, t0, 10)).map((s) => s.idHash), [after.idHash]);
+  });
+
+  t.test('revokeSubject keeps `keep` only while it is live: a later revocation keeping a revoked id brings nothing back', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const [a, b] = [newRecord(t0, { subject }), newRecord(t0, { subject })];
+    for (const s of [a!, b!]) await store.create(s);
+    t.equal(await store.revokeSubject('ns-a', subject, a!.idHash, t0), 1, 'b revoked, a kept');
+    t.equal(await store.revokeSubject('ns-a', subject, b!.idHash, t0), 1, 'a revoked; b was already');
+    t.equal(await store.get(a!, t0), null);
+    t.equal(await store.get(b!, t0), null, 'keeping a revoked id does not revive it');
+    const rotated = await store.rotate(a!, randomBytes(32), t0);
+    t.equal(rotated, null);
+  });
+
+  t.test('a session kept by a revocation, then rotated, lives on under its new id', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const [a, b] = [newRecord(t0, { subject }), newRecord(t0, { subject })];
+    for (const s of [a!, b!]) await store.create(s);
+    await store.get(a!, t0); // warm any cache
+    t.equal(await store.revokeSubject('ns-a', subject, a!.idHash, t0), 1);
+    const newId = randomBytes(32);
+    t.ok(await store.rotate(a!, newId, at(t0, 1), 5), 'the kept session rotates');
+    const moved = { namespace: 'ns-a', idHash: newId };
+    t.ok(await store.get(moved, at(t0, 2)), 'its new id lives');
+    t.ok(await store.get(a!, at(t0, 2)), 'and its old id answers in its grace');
+    await drainRevocations(store, at(t0, 2));
+    t.ok(await store.get(moved, at(t0, 2)), 'the worker leaves it alone');
+    t.equal(await store.get(b!, at(t0, 2)), null);
+    t.equal(await store.revokeSubject('ns-a', subject, undefined, at(t0, 3)), 1, 'a revocation without keep takes the new id');
+    t.equal(await store.get(moved, at(t0, 3)), null);
+    t.equal(await store.get(a!, at(t0, 3)), null, 'and ends the grace of the old one');
   });
 
   t.test('create with a per-subject cap revokes the least recently used', async (t) => {
@@ -344,6 +399,7 @@ export function sessionStoreContract(t: Test, make: (t: Test) => Promise<Contrac
     await store.rotate(rotated!, randomBytes(32), at(t0, 1));
     for (const s of [bySubject!, kept!]) await store.create({ ...s, subject: `${subject}-c` });
     t.equal(await store.revokeSubject('ns-a', `${subject}-c`, kept!.idHash, at(t0, 1)), 1);
+    await drainRevocations(store, at(t0, 1));
     await store.create({ ...evicted!, subject: others.subject }, { maxPerSubject: 1 }); // evicts `others`
     const refused: Array<[string, SessionKey]> = [['destroyed', destroyed!], ['revoked by id', byId!], ['revoked with its subject', bySubject!], ['evicted by the cap', others], ['rotated away', rotated!]];
     const attempt = (key: SessionKey, seconds: number) => store.createIfAbsent(newRecord(at(t0, seconds), { idHash: key.idHash, absoluteExpiresAt: at(t0, seconds + 600) }));

@@ -76,3 +76,28 @@ t.test('beforeCommit does not run when the work fails', async (t) => {
   );
   t.equal(ran, false, 'the hook did not run');
 });
+
+t.test('a transaction still working at its deadline rolls back: a 503 never hides a committed change', async (t) => {
+  const url = await migratedDatabase(t);
+  // The deadline is acquire + query timeout: 300 ms.
+  const database = new Database({ url, poolSize: 2, acquireTimeoutMs: 100, queryTimeoutMs: 200, connectTimeoutMs: 2000 });
+  t.teardown(() => database.close());
+  const store = new MariaDbSessionStore(database, { touchPersistThresholdSeconds: 60 });
+  const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const s = newRecord(now);
+  let finished = false;
+  await t.rejects(
+    store.transaction(
+      async (tx) => {
+        await tx.insert(s);
+        await new Promise((r) => setTimeout(r, 600)); // past the deadline, before COMMIT
+        finished = true;
+      },
+    ),
+    { status: 503, code: 'store_unavailable' },
+    'the caller is answered "unavailable" at the deadline',
+  );
+  while (!finished) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(await store.get(s, now), null, 'and the work that went on behind the answer was rolled back, not committed');
+});

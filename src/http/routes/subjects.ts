@@ -77,8 +77,9 @@ export const subjectRoutes: FastifyPluginAsync<SubjectRoutesOptions> = async (fa
         operationId: 'revokeSubjectSessions',
         summary: "Log out everywhere: revoke all of a subject's sessions",
         description:
-          "Atomic: one transaction revokes them all (but `keep`, typically the caller's current session), and none of them is " +
-          'readable from any replica once this answers.',
+          "At once, whatever their number: one mark revokes them all (but `keep`, typically the caller's current session, " +
+          'while it is live), and none of them is readable, writable or touchable from any replica once this answers. ' +
+          'The rows are revoked behind it, in batches; the answer waits only for the mark.',
         tags,
         security,
         params: SubjectParams,
