@@ -55,7 +55,9 @@ class SessionStore(SessionBase):
     # -- keys ------------------------------------------------------------------------------------
 
     def _get_new_session_key(self):
-        # A key of Django's alphabet never has a token's shape: it names no session, no call needed.
+        # Only Django's own code asks for a key this way; this engine's sessions take the token
+        # sessiond makes at create. 32 random characters (165 bits) name no live session, and sessiond
+        # refuses a client token that existed before, so no exists() call is needed.
         return get_random_string(32, VALID_KEY_CHARS)
 
     @property
