@@ -77,7 +77,7 @@ export function isUnavailable(err: unknown): boolean {
   for (let e = err as { code?: string; fatal?: boolean; errno?: number; cause?: unknown } | undefined, depth = 0; depth < 4; depth++) {
     if (typeof e !== 'object' || e === null) return false;
     if (e instanceof StoreUnavailableError) return true;
-    // 1969: max_statement_time exceeded (the pool's queryTimeout); 1047: a Galera node that
+    // 1969: max_statement_time exceeded (DB_QUERY_TIMEOUT_MS, set on each connection); 1047: a Galera node that
     // left the primary component (or is not synced yet) refuses statements.
     if (e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969 || e.errno === WSREP_NOT_READY_ERRNO) {
       return true;
@@ -125,9 +125,14 @@ export function statementName(sql: string | undefined): string {
 
 type DriverError = { code?: string; errno?: number; sqlState?: string; query?: string; sql?: string; cause?: unknown };
 
-/** What leaves this module: StoreUnavailableError, a DatabaseError without values, or a non-database error as it was. */
+/**
+ * What leaves this module: StoreUnavailableError, a DatabaseError without values, or a
+ * non-database error as it was. A deadlock or lost certification (1213) that is still there
+ * after the retries is contention, not a bad request: the caller gets a 503 to retry later
+ * (the statement was rolled back, nothing of it was applied).
+ */
 function storeError(err: unknown): unknown {
-  if (isUnavailable(err)) return new StoreUnavailableError();
+  if (isUnavailable(err) || errnoOf(err) === DEADLOCK_ERRNO) return new StoreUnavailableError();
   if (err instanceof DatabaseError || err instanceof DomainError || typeof err !== 'object' || err === null) return err;
   // drizzle's DrizzleQueryError carries the SQL text (`query`); the connector's error, its cause, the codes.
   let sql: string | undefined;
@@ -203,7 +208,12 @@ export class Database {
   constructor(options: DatabaseOptions) {
     const url = parseDatabaseUrl(options.url);
     const ssl = options.tls === undefined ? undefined : { ...options.tls, rejectUnauthorized: true };
-    const initSql = ["SET time_zone = '+00:00'"];
+    // max_statement_time is set here, not through the connector's queryTimeout option: mariadb
+    // 3.5's connection drops the promise of its SET max_statement_time (lib/connection.js
+    // executeSessionTimeout), so a connection reset right then (a node killed while pools
+    // reconnect) was an unhandledRejection, which would end the process. initSql's failure
+    // rejects the connection attempt like any other connect error.
+    const initSql = ["SET time_zone = '+00:00'", `SET SESSION max_statement_time = ${options.queryTimeoutMs / 1000}`];
     if (url.hosts.length > 1) initSql.push(`SET SESSION wsrep_sync_wait = ${GALERA_SYNC_WAIT}`);
     this.pool = new NodePools(
       url.hosts,
@@ -215,7 +225,6 @@ export class Database {
         connectionLimit: options.poolSize,
         acquireTimeout: options.acquireTimeoutMs,
         connectTimeout: options.connectTimeoutMs,
-        queryTimeout: options.queryTimeoutMs,
         // Without dateStrings DATETIME reads go through the local time zone and lose milliseconds.
         dateStrings: true,
         insertIdAsNumber: true,

@@ -50,3 +50,22 @@ t.test("a server message quoting a value (a duplicate key) is not logged, and er
   for (const value of [namespace, SUBJECT, IP, s.idHash.toString('hex')]) t.notOk(logged.includes(value), `the logged error does not hold ${value}`);
   t.match(logged, /insert sessions/);
 });
+
+t.test('a deadlock still there after every retry answers 503 store_unavailable (retry later), not a 500', async (t) => {
+  const { app, url, logs } = await testApp(t);
+  // Every insert into sessions loses "a deadlock" (errno 1213, as a lost Galera certification
+  // reports too): the retries cannot get past it.
+  await query(url, "CREATE TRIGGER always_deadlock BEFORE INSERT ON sessions FOR EACH ROW SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'Deadlock found'");
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/sessions',
+    headers: { ...auth(), 'content-type': 'application/json' },
+    payload: JSON.stringify({ subject: SUBJECT, data: { secret: DATA } }),
+  });
+  t.equal(res.statusCode, 503);
+  t.equal(res.json().code, 'store_unavailable');
+  t.ok(res.headers['retry-after'], 'with Retry-After');
+  const lines = logs.map((l) => JSON.parse(l) as { msg: string });
+  t.notOk(lines.some((l) => l.msg === 'unhandled error'), 'not logged as an unhandled error');
+  t.equal((await query<{ n: number }>(url, 'SELECT COUNT(*) AS n FROM sessions'))[0]!.n, 0, 'nothing was stored');
+});

@@ -18,6 +18,16 @@ import { Sweeper } from '../../src/sweeper/sweeper.js';
 import { migrateDatabase } from '../helpers/mariadb.js';
 import { newRecord } from '../store/session-store-contract.js';
 
+// A rejection nobody awaits (say, of a pool's connection setup while a node dies) would end the
+// service's process: the failover tests below count them.
+const unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => unhandled.push(reason);
+process.on('unhandledRejection', onUnhandled);
+t.teardown(() => {
+  process.off('unhandledRejection', onUnhandled);
+});
+const unhandledCodes = () => unhandled.map((e) => (e as { code?: string }).code ?? 'error');
+
 const base = await mkdtemp(path.join(os.tmpdir(), 'sessiond-galera-test-'));
 const started = Date.now();
 const clusterStart = startGaleraCluster({ baseDir: base });
@@ -109,23 +119,46 @@ t.test('writes that lose certification to another node are retried like deadlock
   const before = await certFailures();
   const perDb = 30;
   // Two nodes increment one row at once (a read, then the write, in one transaction; and an
-  // autocommitted write): the increments race each other's certification.
+  // autocommitted write): the increments race each other's certification. The retries are
+  // bounded (a caller gets a 503 rather than waiting on and on), so on a loaded machine an
+  // increment may still lose every attempt: it then answers store_unavailable and, having been
+  // rolled back, is not applied. What must hold: every acknowledged increment counted once,
+  // and no other failure.
+  let acknowledged = 0;
+  let unavailable = 0;
+  const increment = async (call: () => Promise<unknown>) => {
+    try {
+      await call();
+      acknowledged++;
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      unavailable++;
+    }
+  };
   await Promise.all(
     dbs.map(async (db) => {
       for (let i = 0; i < perDb; i++) {
-        await db.transaction(async (tx) => {
-          await tx.execute(sql`SELECT n FROM galera_counter WHERE id = 1`);
-          await tx.execute(sql`UPDATE galera_counter SET n = n + 1 WHERE id = 1`);
-        });
-        await db.run((d) => d.execute(sql`UPDATE galera_counter SET n = n + 1 WHERE id = 1`));
+        await increment(() =>
+          db.transaction(async (tx) => {
+            await tx.execute(sql`SELECT n FROM galera_counter WHERE id = 1`);
+            await tx.execute(sql`UPDATE galera_counter SET n = n + 1 WHERE id = 1`);
+          }),
+        );
+        await increment(() => db.run((d) => d.execute(sql`UPDATE galera_counter SET n = n + 1 WHERE id = 1`)));
         await sleep(Math.random() * 3);
       }
     }),
   );
   const [row] = await nodeQuery<{ n: number }>(2, 'SELECT n FROM galera_counter WHERE id = 1');
-  t.equal(Number(row!.n), dbs.length * perDb * 2, 'every increment applied exactly once');
+  t.equal(acknowledged + unavailable, dbs.length * perDb * 2);
+  // A 503 past the call's deadline may still commit (its outcome is unknown): the count lies
+  // between the acknowledged increments and those plus the unavailable ones.
+  t.ok(Number(row!.n) >= acknowledged, 'every acknowledged increment applied');
+  t.ok(Number(row!.n) <= acknowledged + unavailable, 'no increment applied twice');
+  t.ok(acknowledged > unavailable, 'most increments got through');
+  t.comment(`${acknowledged} increments acknowledged, ${unavailable} answered unavailable, counter ${row!.n}`);
   const failures = (await certFailures()) - before;
-  t.comment(`${failures} certification failures, every one retried`);
+  t.comment(`${failures} certification failures`);
   t.ok(failures > 0, 'writes did lose certification');
 });
 
@@ -183,6 +216,18 @@ t.test('the preferred node killed -9: calls go to the next once Galera evicts it
   t.equal(await servingNode(db), 'node0');
   const rec = newRecord(new Date());
   await store.create(rec);
+  // Fresh Databases keep opening pools (and so setting connections up) on node0 while it dies.
+  let churning = true;
+  const churn = (async () => {
+    while (churning) {
+      const fresh = new Database({ url: urlFor([0, 1, 2]), poolSize: 2, acquireTimeoutMs: 1_000, queryTimeoutMs: 2_000, connectTimeoutMs: 500 });
+      await fresh.ping().catch((err: unknown) => {
+        if (!(err instanceof StoreUnavailableError)) throw err;
+      });
+      await fresh.close().catch(() => undefined);
+    }
+  })();
+  await sleep(100);
   cluster.nodes[0]!.kill('SIGKILL');
   const killedAt = Date.now();
   let unavailable = 0;
@@ -196,6 +241,8 @@ t.test('the preferred node killed -9: calls go to the next once Galera evicts it
     }
   });
   t.comment(`served again ${ms} ms after the kill (${unavailable} calls answered unavailable)`);
+  churning = false;
+  await churn;
   t.not(await servingNode(db), 'node0');
   const w0 = Date.now();
   const rec2 = newRecord(new Date());
@@ -207,4 +254,5 @@ t.test('the preferred node killed -9: calls go to the next once Galera evicts it
   const back = await until('requests back on node0', async () => (await servingNode(db)) === 'node0');
   t.comment(`node0 restarted and synced; requests back on it within ${back} ms`);
   t.not(await store.get(rec2, new Date()), null, 'the write made while node0 was down reads on node0');
+  t.same(unhandledCodes(), [], 'no unhandled rejection while pools and probes reconnected');
 });
