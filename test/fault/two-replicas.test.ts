@@ -13,6 +13,14 @@ import { stack, statusCounts, table, waitFor, type Reply, type ServiceClient } f
  * other replica may be reading from Redis meanwhile. The last test forces that case.
  */
 
+// The work here is bounded by count, not by time: 50 warm reads and 5 cold ones, three destroy
+// races of 80 + 120 + 120 sessions (readers stop when the last destroy is answered), five rounds
+// of 10 PUTs, one breaker case; four pairs of service start-ups. A loaded machine (load 13–20 on
+// 2 cores) took ~115 s to reach the last case and hit the default 120 s file timeout. This timeout
+// covers that bounded work on a loaded machine; the waits in it are bounded too (the readers stop
+// after the last destroy, waitFor gives up after 10–15 s).
+t.setTimeout(6 * 60_000);
+
 const s = await stack(t);
 
 t.test('reads of a warm session do not query MariaDB', async (t) => {
