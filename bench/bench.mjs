@@ -47,7 +47,7 @@ const CONFIG = {
   smallRows: num('BENCH_SMALL_ROWS', 10_000), // table size of the "10 k" cold runs
   bulkRows: num('BENCH_ROWS', 1_000_000), // expired rows added for the "1 M" runs, then swept
   insertBatch: num('BENCH_INSERT_BATCH', 100_000),
-  pairedRounds: num('BENCH_PAIRED_ROUNDS', 3), // rounds of B, read, touch, C, create back to back (0 = none)
+  pairedRounds: num('BENCH_PAIRED_ROUNDS', 3), // rounds of B, read, touch, C, create, PUT, PATCH back to back (0 = none)
   pairedSeconds: num('BENCH_PAIRED_SECONDS', 4), // measured seconds per paired run
   appSessions: num('BENCH_APP_SESSIONS', 1000), // sessions each Express app logs in before its runs
   sweepBatch: num('BENCH_SWEEP_BATCH', 500), // SWEEPER_BATCH_SIZE of the sweep scenario (the service default)
@@ -55,9 +55,9 @@ const CONFIG = {
   sweepMaxSeconds: num('BENCH_SWEEP_MAX_SECONDS', 30), // reads are measured while the sweeper works, at most this long
   bufferPool: process.env.BENCH_INNODB_BUFFER_POOL ?? '512M',
   logFileSize: process.env.BENCH_INNODB_LOG_FILE_SIZE ?? '256M',
-  // 1 or touch: profile warm touch; read: warm read; create: create; app: the app-level comparison's
-  // processes (both apps and sessiond; with BENCH_ONLY=app) (unset: no profile)
-  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create', app: 'app' })[process.env.BENCH_PROFILE ?? ''] ?? false,
+  // 1 or touch: profile warm touch; read: warm read; create: create; put: PUT If-Match; patch: PATCH;
+  // app: the app-level comparison's processes (both apps and sessiond; with BENCH_ONLY=app) (unset: no profile)
+  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create', put: 'put', patch: 'patch', app: 'app' })[process.env.BENCH_PROFILE ?? ''] ?? false,
   out: process.env.BENCH_OUT ?? path.join(ROOT, 'bench/results/latest.json'),
 };
 
@@ -682,7 +682,9 @@ async function main() {
     ID_HASH_HEX: sha256(warm[0]).toString('hex'),
   };
   const baselines = {};
-  for (const mode of ['A', 'B', 'C']) {
+  // BENCH_ONLY=writes: C, then create, PUT and PATCH in paired rounds only (for experiments).
+  const writesOnly = process.env.BENCH_ONLY === 'writes';
+  for (const mode of writesOnly ? ['C'] : ['A', 'B', 'C']) {
     const b = await startBaseline(mode, baselineEnv);
     const check = await fetch(`${b.url}/`).then((r) => r.text());
     if (Math.abs(Buffer.byteLength(check) - results.responseBytes) > 40) log(`  baseline ${mode} answers ${Buffer.byteLength(check)} bytes`);
@@ -698,7 +700,7 @@ async function main() {
   const warmOnly = process.env.BENCH_ONLY === 'warm'; // quick A/B/C + warm scenarios (for experiments)
   const cold = {};
   let smallRows = 0;
-  if (!warmOnly) {
+  if (!warmOnly && !writesOnly) {
   log('cold cache, small table');
   const have = await rowCount();
   const coldR1 = await insertKnownSessions(CONFIG.coldSessions);
@@ -714,14 +716,16 @@ async function main() {
 
   // --- sessiond scenarios.
   const only = process.env.BENCH_SCENARIOS?.split(',');
+  // One PUT load for every run: it keeps each session's version across runs.
+  const puts = putReq(putPool);
   const scenarios = [
     ['read (warm)', () => readReq(warm)],
     ['touch (warm)', () => touchReq(warm)],
     ['create', () => createReq()],
-    ['PUT If-Match', () => putReq(putPool)],
+    ['PUT If-Match', () => puts],
     ['PATCH', () => patchReq(patchPool)],
     ['mix', () => mixReq(warm, doomed)],
-  ].filter(([name]) => only === undefined || only.includes(name));
+  ].filter(([name]) => !writesOnly && (only === undefined || only.includes(name)));
   for (const [name, make] of scenarios) {
     log(`sessiond ${name}`);
     const hits = await metric(svc.url, 'sessiond_cache_hits_total');
@@ -740,30 +744,54 @@ async function main() {
   if (only === undefined && CONFIG.pairedRounds > 0) {
     const base = (mode) => [baselines[mode].url, [{ method: 'GET', path: '/' }], baselines[mode].child.pid];
     const quick = (name, url, requests, pid) => measure(name, url, requests, { seconds: CONFIG.pairedSeconds }, pid);
-    const ratios = { read: [], touch: [], create: [] };
+    const ratios = writesOnly ? {} : { read: [], touch: [] };
+    Object.assign(ratios, { create: [], put: [], patch: [] });
+    // CPU µs per answer of each paired run (sessiond's, and C's own).
+    const cpu = Object.fromEntries([...Object.keys(ratios), 'C'].map((k) => [k, []]));
+    const paired = (k, run) => cpu[k].push(run.cpuUsPerRequest);
     for (let round = 1; round <= CONFIG.pairedRounds; round++) {
-      log(`paired round ${round} of ${CONFIG.pairedRounds}: B, read, touch, C, create`);
-      const [bUrl, bReq, bPid] = base('B');
-      const b = await quick(`  B`, bUrl, bReq, bPid);
-      const read = await quick(`  read (warm)`, svc.url, readReq(warm), svc.child.pid);
-      const touch = await quick(`  touch (warm)`, svc.url, touchReq(warm), svc.child.pid);
+      log(`paired round ${round} of ${CONFIG.pairedRounds}: ${writesOnly ? '' : 'B, read, touch, '}C, create, PUT, PATCH`);
+      if (!writesOnly) {
+        const [bUrl, bReq, bPid] = base('B');
+        const b = await quick(`  B`, bUrl, bReq, bPid);
+        const read = await quick(`  read (warm)`, svc.url, readReq(warm), svc.child.pid);
+        const touch = await quick(`  touch (warm)`, svc.url, touchReq(warm), svc.child.pid);
+        ratios.read.push(read.rps / b.rps);
+        ratios.touch.push(touch.rps / b.rps);
+        paired('read', read);
+        paired('touch', touch);
+      }
       const [cUrl, cReq, cPid] = base('C');
       const cBase = await quick(`  C`, cUrl, cReq, cPid);
       const create = await quick(`  create`, svc.url, createReq(), svc.child.pid);
-      ratios.read.push(read.rps / b.rps);
-      ratios.touch.push(touch.rps / b.rps);
-      ratios.create.push(create.rps / cBase.rps);
+      const put = await quick(`  PUT If-Match`, svc.url, puts, svc.child.pid);
+      const patch = await quick(`  PATCH`, svc.url, patchReq(patchPool), svc.child.pid);
+      paired('C', cBase);
+      for (const [k, run] of [['create', create], ['put', put], ['patch', patch]]) {
+        ratios[k].push(run.rps / cBase.rps);
+        paired(k, run);
+      }
     }
-    results.paired = Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, { ratios: v, median: median(v) }]));
+    results.paired = Object.fromEntries(
+      Object.entries(ratios).map(([k, v]) => [k, { ratios: v, median: median(v), cpuUsPerRequest: cpu[k], cpuMedian: median(cpu[k]) }]),
+    );
+    results.paired.C = { cpuUsPerRequest: cpu.C, cpuMedian: median(cpu.C) };
   }
   for (const b of Object.values(baselines)) await stopChild(b);
-  if (only === undefined) results.app = await appComparison(svc);
+  if (only === undefined && !writesOnly) results.app = await appComparison(svc);
 
+  const load = { warm, puts, patchPool };
+  if (writesOnly) {
+    results.machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
+    process.stdout.write(`\n${writesReport(results).join('\n')}\n`);
+    if (CONFIG.profile && CONFIG.profile !== 'app') await profileScenario(load, CONFIG.profile);
+    return;
+  }
   if (warmOnly) {
     results.peakRssMb = svc.peak().hwmMb;
     process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(results.runs).map(([k, v]) => [k, { rps: Math.round(v.rps), p50: v.p50, p99: v.p99, errors: v.errors, cpuUs: Math.round(v.cpuUsPerRequest) }])))}\npeak RSS ${results.peakRssMb}\n`);
     if (results.paired) process.stdout.write(`paired ${JSON.stringify(results.paired)}\n`);
-    if (CONFIG.profile && CONFIG.profile !== 'app') await profileScenario(warm, CONFIG.profile);
+    if (CONFIG.profile && CONFIG.profile !== 'app') await profileScenario(load, CONFIG.profile);
     return;
   }
 
@@ -834,7 +862,7 @@ async function main() {
   await Promise.all([stopChild(p1), stopChild(p2)]);
 
   // --- optional CPU profile (BENCH_PROFILE).
-  if (CONFIG.profile && CONFIG.profile !== 'app') results.profile = await profileScenario(warm, CONFIG.profile);
+  if (CONFIG.profile && CONFIG.profile !== 'app') results.profile = await profileScenario(load, CONFIG.profile);
 
   results.machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
   results.seconds = (performance.now() - t0) / 1000;
@@ -897,14 +925,21 @@ function printProfile(dir, name) {
   return { scenario: name, file: path.relative(ROOT, path.join(dir, file)), ...summary };
 }
 
-async function profileScenario(warm, which) {
+/** Profiles one scenario on a fresh process; `load` holds the sessions (and the PUT load, which keeps their versions). */
+async function profileScenario({ warm, puts, patchPool }, which) {
   const dir = PROFILE_DIR;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const name = which === 'create' ? 'create' : `warm ${which}`;
+  const name = { create: 'create', put: 'PUT If-Match', patch: 'PATCH' }[which] ?? `warm ${which}`;
   log(`profiling ${name} (--cpu-prof into ${path.relative(ROOT, dir)})`);
   const svc = await startService({}, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-  const requests = { touch: () => touchReq(warm), read: () => readReq(warm), create: () => createReq() }[which]();
+  const requests = {
+    touch: () => touchReq(warm),
+    read: () => readReq(warm),
+    create: () => createReq(),
+    put: () => puts,
+    patch: () => patchReq(patchPool),
+  }[which]();
   await measure(`${which} (profiled)`, svc.url, requests, {}, svc.child.pid);
   await stopChild(svc);
   return printProfile(dir, name);
@@ -913,11 +948,69 @@ async function profileScenario(warm, which) {
 // ---------------------------------------------------------------------------------------------
 // Report
 
+/** The paired rounds' ratios and sessiond's CPU per answer, one line per scenario. */
+function pairedLines(results) {
+  const P = results.paired;
+  if (!P) return [];
+  const c = results.config;
+  const base = { read: 'B', touch: 'B', create: 'C', put: 'C', patch: 'C' };
+  const names = Object.keys(base).filter((k) => P[k]);
+  const lines = [`paired: ${c.pairedRounds} rounds of ${P.read ? 'B, read, touch, ' : ''}C, create, PUT, PATCH back to back (${c.pairedSeconds} s each); x base per round (median), CPU µs/req per round (median):`];
+  for (const k of names) {
+    lines.push(`  ${`${k}/${base[k]}`.padEnd(8)} ${P[k].ratios.map((r) => fmt(r, 2)).join(', ')} (${fmt(P[k].median, 2)}); cpu ${P[k].cpuUsPerRequest.map((u) => fmt(u, 0)).join(', ')} (${fmt(P[k].cpuMedian, 0)})`);
+  }
+  if (P.C) lines.push(`  C itself: cpu ${P.C.cpuUsPerRequest.map((u) => fmt(u, 0)).join(', ')} (${fmt(P.C.cpuMedian, 0)})`);
+  return lines;
+}
+
+/**
+ * The write path's targets: create, PUT (If-Match) and PATCH against C in the paired rounds
+ * (medians of the per-round ratios and of sessiond's CPU per answer); the table's runs without them.
+ */
+function writeTargets(results) {
+  const R = results.runs;
+  const P = results.paired;
+  const C = R['baseline C'];
+  const load = `load average ${results.machine.loadAverageAtStart[0]} at start: ${results.machine.cpus} CPUs shared by the load generator, sessiond, Redis, MariaDB and anything else running`;
+  const cCpu = fmt(P?.C?.cpuMedian ?? C?.cpuUsPerRequest, 0);
+  const writeCost = 'a transaction of two statements (the conditional UPDATE with its read-back, the outbox INSERT) and its COMMIT, a write marker and an invalidation in Redis, and the outbox DELETE behind the answer (docs/benchmarks.md, "Where a write\'s CPU goes")';
+  const specs = [
+    ['create', 'create', 'create >= 0.6 x C req/s', 0.6,
+      `create is a committed INSERT into three indexes (primary key, subject, expiry) plus body validation, token generation and hashing, against C's single-row SELECT; MariaDB shares the same CPUs`],
+    ['put', 'PUT If-Match', 'PUT If-Match >= 0.5 x C req/s', 0.5, `a PUT is ${writeCost}, against C's single-row SELECT`],
+    ['patch', 'PATCH', 'PATCH >= 0.5 x C req/s', 0.5, `a PATCH is ${writeCost}, against C's single-row SELECT`],
+  ];
+  const targets = [];
+  for (const [k, scenario, name, limit, why] of specs) {
+    const value = P?.[k]?.median ?? ratio(R[scenario]?.rps, C?.rps);
+    const cpu = P?.[k]?.cpuMedian ?? R[scenario]?.cpuUsPerRequest;
+    if (value === undefined || Number.isNaN(value)) continue;
+    const reason = `${why}; sessiond used ${fmt(cpu, 0)} µs CPU per answer against ${cCpu} µs for C; ${load}`;
+    targets.push({ name, value, limit, cmp: '>=', met: value >= limit, ...(value >= limit ? {} : { reason }) });
+    if (k !== 'create' && cpu !== undefined) {
+      const met = cpu <= 150;
+      targets.push({ name: `${scenario} <= 150 µs CPU/req`, value: cpu, limit: 150, cmp: '<=', met, ...(met ? {} : { reason: `${why}; ${load}` }) });
+    }
+  }
+  return targets;
+}
+
+/** BENCH_ONLY=writes: the paired rounds and the write targets. */
+function writesReport(results) {
+  const targets = writeTargets(results);
+  results.targets = targets;
+  return [
+    `load average ${results.machine.loadAverageAtStart.join(' ')} at start, ${results.machine.loadAverageAtEnd.join(' ')} at end`,
+    ...pairedLines(results),
+    'targets:',
+    ...targets.map((t) => `  [${t.met ? 'MET ' : 'MISS'}] ${t.name.padEnd(36)} measured ${fmt(t.value, 2)}`),
+  ];
+}
+
 function report(results) {
   const R = results.runs;
   const A = R['baseline A'];
   const B = R['baseline B'];
-  const C = R['baseline C'];
   const order = [
     'baseline A', 'baseline B', 'baseline C',
     'read (warm)', 'touch (warm)', 'create', 'PUT If-Match', 'PATCH', 'mix',
@@ -949,11 +1042,7 @@ function report(results) {
   out.push(`       sweep: ${s.sweep.deleted.toLocaleString('en')} of ${s.sweep.expiredRows.toLocaleString('en')} expired rows deleted in ${fmt(s.sweep.seconds ?? s.sweep.measuredSeconds)} s${s.sweep.seconds === null ? ' (measurement window; the sweep went on)' : ''}, ${fmt(s.sweep.deleted / (s.sweep.seconds ?? s.sweep.measuredSeconds), 0)} rows/s (batch ${s.sweep.batchSize}, budget ${s.sweep.maxRowsPerSecond ? `${s.sweep.maxRowsPerSecond} rows/s` : 'none'}); read p99 ${fmt(R['read during sweep']?.p99, 2)} ms during vs ${fmt(R['read before sweep']?.p99, 2)} ms before (x${fmt(ratio(R['read during sweep']?.p99, R['read before sweep']?.p99), 2)})`);
   out.push(`       create: 2 processes ${fmt(R['create, 2 processes']?.rps, 0)} req/s vs 1 process ${fmt(R['create, 1 process']?.rps, 0)} req/s (x${fmt(ratio(R['create, 2 processes']?.rps, R['create, 1 process']?.rps), 2)})`);
   out.push(`       sessiond peak RSS ${fmt(results.peakRssMb)} MB (${fmt(results.idleRssMb)} MB idle after start)`);
-  const P = results.paired;
-  if (P) {
-    const line = (k, base) => `${k}/${base} ${P[k].ratios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(P[k].median, 2)})`;
-    out.push(`paired: ${c.pairedRounds} rounds of B, read, touch, C, create back to back (${c.pairedSeconds} s each): ${line('read', 'B')}; ${line('touch', 'B')}; ${line('create', 'C')}`);
-  }
+  out.push(...pairedLines(results));
   out.push('');
   if (results.app) out.push(...appReport(results.app), '');
 
@@ -970,8 +1059,7 @@ function report(results) {
   const rpsRatio = (k, scenario, base) => P?.[k]?.median ?? ratio(R[scenario]?.rps, base?.rps);
   target('warm read >= 0.85 x B req/s', rpsRatio('read', 'read (warm)', B), 0.85, '>=', 'x', perReq('read (warm)', 'B'));
   target('touch >= 0.8 x B req/s', rpsRatio('touch', 'touch (warm)', B), 0.8, '>=', 'x', perReq('touch (warm)', 'B'));
-  target('create >= 0.6 x C req/s', rpsRatio('create', 'create', C), 0.6, '>=', 'x',
-    `create is a committed INSERT into three indexes (primary key, subject, expiry) plus body validation, token generation and hashing, against C's single-row SELECT; sessiond used ${cpu('create')} µs CPU per create against ${cpu('baseline C')} µs for C, and MariaDB shares the same CPUs; ${load}`);
+  targets.push(...writeTargets(results));
   target('read p99 <= 2 x B p99', ratio(R['read (warm)']?.p99, B?.p99), 2, '<=', 'x', `requests queue behind the higher CPU cost per request at ${c.connections} connections; ${load}`);
   target('touch p99 <= 2 x B p99', ratio(R['touch (warm)']?.p99, B?.p99), 2, '<=', 'x', `as for read; ${load}`);
   target('cold read p50 @1M <= 1.2 x @10k', coldRatio('cold read'), 1.2, '<=', 'x', `the primary-key B-tree is a level deeper and fewer of its pages are cached (buffer pool ${c.bufferPool}); ${load}`);
