@@ -41,9 +41,13 @@ export function runRows(results) {
   });
 }
 
-/** Rows for the paired panel: one per ratio with its median, e.g. "read / B". */
+/**
+ * Rows for the paired panel: one per ratio with its median, e.g. "read / B". Entries without
+ * ratios (a baseline's own CPU figures) are not drawn.
+ */
 export function pairedRows(results) {
-  return Object.entries(results.paired ?? {}).map(([key, p]) => ({
+  const ratios = Object.entries(results.paired ?? {}).filter(([, p]) => Array.isArray(p.ratios) && p.ratios.length > 0);
+  return ratios.map(([key, p]) => ({
     ratio: `${key} / ${p.base ?? PAIRED_BASE[key] ?? 'C'}`,
     median: Math.round(p.median * 100) / 100,
     low: Math.min(...p.ratios),

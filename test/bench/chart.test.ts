@@ -45,10 +45,11 @@ t.test('the chart of a results file is an SVG naming every scenario with its req
     t.ok(texts.includes(Math.round(r.rps).toLocaleString('en')), `${name}: its req/s`);
     t.ok(texts.includes(r.p99.toFixed(2)), `${name}: its p99`);
   }
-  for (const [ratio, base] of [['read', 'B'], ['touch', 'B'], ['create', 'C']] as const) {
+  for (const [ratio, base] of [['read', 'B'], ['touch', 'B'], ['create', 'C'], ['put', 'C']] as const) {
     t.ok(texts.includes(`${ratio} / ${base}`), `paired ${ratio} against ${base}`);
     t.ok(texts.includes(fixture.paired[ratio]!.median.toFixed(2)), `paired ${ratio}: its median`);
   }
+  t.notOk(texts.some((s) => s.startsWith('C / ')), "C's own CPU figures are no ratio");
   t.ok(texts.some((s) => s.includes('load average 1.92')), 'the load average of the run');
 });
 
