@@ -37,6 +37,8 @@ export function coveredBy(mark: string | null, entry: string, g: string): boolea
  *   ax absolute expiry  ie idle expiry (ms, max-register) pe idle expiry MariaDB has
  *   ls last seen (ms)   t  present on a tombstone   w  present on a write marker
  *   g  the subject's revocation generation of the row  mk the subject's mark key ('' without a subject)
+ *   at when it was installed (Redis time, ms): past the cache TTL the entry is a miss, though the
+ *      hash may live on for its touch register (redis-scripts.ts AGED, OUTLIVE)
  * A hash without `d` is a miss: a marker, or `ie`/`ls` kept past an invalidation (the touch
  * register, redis-scripts.ts CARRY) for the next fill to take.
  */

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { SessionKey, SubjectMark } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { coveredBy, lookupOf, markValue, sessionKeys, subjectMarkKey, type CachedFields, type Lookup } from './redis-entry.js';
-import { INSTALL, INSTALL_UNFENCED, INVALIDATE, LOOKUP, MARK_WRITE, PERSISTED, SET_MARK, TOMBSTONE, TOUCH } from './redis-scripts.js';
+import { INSTALL, INSTALL_UNFENCED, INVALIDATE, LOOKUP, MARK_WRITE, PERSISTED, SET_MARK, TOMBSTONE, TOUCH, WRITE_MARK_TTL_MS } from './redis-scripts.js';
 
 /** Where Redis is and how long a call may take (from the configuration). */
 export interface RedisConnectionOptions {
@@ -30,20 +30,21 @@ export interface RedisGatewayOptions extends RedisConnectionOptions {
   leaseMs: number;
 }
 
-/**
- * Lifetime of a write marker: it must outlast the rest of the writer's transaction (the commit,
- * a deadlock retry) and the invalidation after it; a writer that dies in between leaves the
- * session uncached for this long at most.
- */
-const WRITE_MARK_TTL_MS = 10_000;
-
 /** Redis could not be used for this call; take the MariaDB path. */
 export class CacheUnavailableError extends Error {
   constructor(cause?: unknown) {
     super('cache unavailable', { cause });
     this.name = 'CacheUnavailableError';
   }
+
+  /** Why, for logs: `breaker_open` (not tried), `deadline` (the command timeout) or `error`. */
+  reason(): 'breaker_open' | 'deadline' | 'error' {
+    if (this.cause === undefined) return 'breaker_open';
+    return this.cause instanceof Error && this.cause.message === REDIS_DEADLINE_MESSAGE ? 'deadline' : 'error';
+  }
 }
+
+const REDIS_DEADLINE_MESSAGE = 'redis deadline exceeded';
 
 export type TouchOutcome =
   | { kind: 'miss' }
@@ -58,9 +59,9 @@ interface ScriptCommands {
   sdTouch(entry: string, ...args: ScriptArg[]): Promise<string | number>;
   sdTombstone(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
-  sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
+  sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg, cacheTtlMs: ScriptArg): Promise<number>;
   sdInvalidate(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
-  sdLookup(entry: string, check: string): Promise<string[]>;
+  sdLookup(entry: string, check: string, cacheTtlMs: ScriptArg): Promise<string[]>;
   sdSetMark(mark: string, generation: ScriptArg, keep: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
@@ -234,7 +235,7 @@ export class RedisGateway {
   private withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     // One promise and one timer per call (Promise.race + finally made three promises more).
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => setImmediate(() => reject(new Error('redis deadline exceeded'))), ms);
+      const timer = setTimeout(() => setImmediate(() => reject(new Error(REDIS_DEADLINE_MESSAGE))), ms);
       p.then(
         (value) => {
           clearTimeout(timer);
@@ -282,7 +283,7 @@ export class RedisGateway {
   lookup(key: SessionKey): Promise<Lookup> {
     return this.guard(async () => {
       const { entry } = sessionKeys(key);
-      const found = lookupOf(hashOf(await this.client.sdLookup(entry, this.scriptChecksMark)));
+      const found = lookupOf(hashOf(await this.client.sdLookup(entry, this.scriptChecksMark, this.options.cacheTtlMs)));
       return found.kind === 'hit' && (await this.markRevokes(entry, found.fields)) ? { kind: 'miss' } : found;
     });
   }
@@ -326,7 +327,7 @@ export class RedisGateway {
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
     return this.guard(async () => {
       const { entry } = sessionKeys(key);
-      const r = await this.client.sdTouch(entry, nowMs, this.scriptChecksMark);
+      const r = await this.client.sdTouch(entry, nowMs, this.scriptChecksMark, this.options.cacheTtlMs);
       if (typeof r === 'string') {
         const fields = touchedFields(r);
         return (await this.markRevokes(entry, fields)) ? { kind: 'miss' } : { kind: 'hit', fields };
@@ -343,7 +344,7 @@ export class RedisGateway {
    */
   async markWrite(key: SessionKey): Promise<void> {
     const { entry, lease } = sessionKeys(key);
-    await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS));
+    await this.guard(() => this.client.sdMarkWrite(entry, lease, WRITE_MARK_TTL_MS, this.options.cacheTtlMs));
   }
 
   /** After a committed data change: drop the entry and any fill lease, keeping the touch register (INVALIDATE). */

@@ -5,6 +5,13 @@
  */
 
 /**
+ * How long a write marker fences off fills: it must outlast the rest of the writer's transaction
+ * (the commit, a deadlock retry) and the invalidation after it; a writer that dies in between
+ * leaves the session uncached for this long at most.
+ */
+export const WRITE_MARK_TTL_MS = 10_000;
+
+/**
  * The touch register. A touch slides `ie`/`ls` in Redis only; MariaDB gets them later, once they
  * lead its copy (`pe`) by more than the threshold. So whatever drops an entry (an invalidation,
  * an outbox replay of one Redis already took, a write marker) keeps `ie`/`ls` in the hash while
@@ -16,6 +23,60 @@ const CARRY = `
 local keep = nil
 local r = redis.call('HMGET', KEYS[1], 'ie', 'pe', 'ls')
 if r[1] and (not r[2] or tonumber(r[1]) > tonumber(r[2])) then keep = {'ie', r[1], 'ls', r[3]} end
+`;
+
+/**
+ * Redis's own clock in ms (a Lua function): the clock its TTLs run on. Install ages and marker
+ * ages are taken by it, never by a replica's.
+ */
+const CLOCK = `
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+
+/**
+ * Keeps a hash that holds the touch register at least until the cache TTL past the register's
+ * idle expiry (a Lua function; never shortens). While `ie` leads MariaDB's copy the register is
+ * the only record of those touches: were the hash to expire with the cache TTL counted from its
+ * install, a session touched all along would be read back from MariaDB with the older expiry
+ * (docs/design.md §5.6). The TTL past `ie` covers the clocks of Redis and the replicas differing.
+ * Needs CLOCK.
+ */
+const OUTLIVE = `
+local function outlive(key, ie, ttl)
+  local left = tonumber(ie) + tonumber(ttl) - clock()
+  if left > redis.call('PTTL', key) then redis.call('PEXPIRE', key, left) end
+end
+`;
+
+/**
+ * Whether an entry installed at `at` (Redis time, ms) is past the cache TTL (a Lua function):
+ * its data is then no longer served (a miss; the fill replaces it, taking its register), however
+ * long the register kept the hash (OUTLIVE). So no entry is served longer than the cache TTL
+ * after its install, the bound the rest of the protocol counts on. Needs CLOCK.
+ */
+const AGED = `
+local function aged(at, ttl)
+  if not at then return false end
+  return clock() - tonumber(at) >= tonumber(ttl)
+end
+`;
+
+/**
+ * Whether a write marker (`w`, the Redis time it was set, in ms) still fences (a Lua function).
+ * A marker carrying a touch register lives as long as the register (OUTLIVE); its fence ends
+ * after WRITE_MARK_TTL_MS as if it had expired. '1' is a marker of a version before the time was
+ * written: it fences until it expires. Needs CLOCK.
+ */
+const FENCING = `
+local function fencing(w)
+  local set = tonumber(w)
+  if not set then return false end
+  if set == 1 then return true end
+  return clock() - set < ${WRITE_MARK_TTL_MS}
+end
 `;
 
 /**
@@ -36,19 +97,21 @@ end
 `;
 
 /**
- * A read: the entry's fields (HGETALL), or none (a miss) when `ARGV[1]` is '1' and the
- * subject's mark revokes it: the fill then asks MariaDB, which honours the mark too. KEYS: entry.
+ * A read: the entry's fields (HGETALL), or none (a miss) when it is past the cache TTL (AGED;
+ * ARGV[2] is the TTL in ms) or when `ARGV[1]` is '1' and the subject's mark revokes it: the fill
+ * then asks MariaDB, which honours the mark too. KEYS: entry.
  */
 export const LOOKUP = `
 ${COVERED}
+${CLOCK}
+${AGED}
 local h = redis.call('HGETALL', KEYS[1])
-if ARGV[1] == '1' then
-  local g, mk = '0', nil
-  for i = 1, #h, 2 do
-    if h[i] == 'g' then g = h[i + 1] elseif h[i] == 'mk' then mk = h[i + 1] end
-  end
-  if covered(KEYS[1], g, mk) then return {} end
+local g, mk, at = '0', nil, nil
+for i = 1, #h, 2 do
+  if h[i] == 'g' then g = h[i + 1] elseif h[i] == 'mk' then mk = h[i + 1] elseif h[i] == 'at' then at = h[i + 1] end
 end
+if aged(at, ARGV[2]) then return {} end
+if ARGV[1] == '1' and covered(KEYS[1], g, mk) then return {} end
 return h
 `;
 
@@ -75,33 +138,41 @@ return 1
  */
 export const INSTALL = `
 ${COVERED}
+${CLOCK}
+${OUTLIVE}
+${AGED}
+${FENCING}
 if ARGV[12] == '1' and covered(KEYS[1], ARGV[10], ARGV[11]) then
   if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
   return {-3, ARGV[7], ARGV[9]}
 end
 local leased = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
 if leased then redis.call('DEL', KEYS[2]) end
-local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w', 'ie', 'ls')
+local cur = redis.call('HMGET', KEYS[1], 't', 'v', 'w', 'ie', 'ls', 'pe', 'at')
 if cur[1] then return {-1, ARGV[7], ARGV[9]} end
 local ie = string.format('%d', math.max(tonumber(ARGV[7]), tonumber(cur[4] or 0)))
 local ls = string.format('%d', math.max(tonumber(ARGV[9]), tonumber(cur[5] or 0)))
 local code = 1
 if not leased then code = 0
-elseif cur[3] then code = -3
-elseif cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) then code = -2 end
+elseif fencing(cur[3]) then code = -3
+elseif cur[2] and tonumber(cur[2]) >= tonumber(ARGV[3]) and not aged(cur[7], ARGV[2]) then code = -2 end
 if code ~= 1 then
   -- Not installed: raise the register where one is (an entry, or touches carried past an
   -- invalidation), or where another fill holds the lease: it may have read an older row.
-  if cur[4] then redis.call('HSET', KEYS[1], 'ie', ie, 'ls', ls)
+  if cur[4] then
+    redis.call('HSET', KEYS[1], 'ie', ie, 'ls', ls)
+    if not cur[6] or tonumber(ie) > tonumber(cur[6]) then outlive(KEYS[1], ie, ARGV[2]) end
   elseif redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('HSET', KEYS[1], 'ie', ie, 'ls', ls)
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    outlive(KEYS[1], ie, ARGV[2])
   end
   return {code, ie, ls}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ie, 'pe', ARGV[8], 'ls', ls, 'g', ARGV[10], 'mk', ARGV[11])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4], 'it', ARGV[5], 'ax', ARGV[6], 'ie', ie, 'pe', ARGV[8], 'ls', ls, 'g', ARGV[10], 'mk', ARGV[11], 'at', string.format('%d', clock()))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if tonumber(ie) > tonumber(ARGV[8]) then outlive(KEYS[1], ie, ARGV[2]) end
 return {1, ie, ls}
 `;
 
@@ -119,17 +190,21 @@ return {1, ARGV[7], ARGV[9]}
 
 /**
  * Touch as a max-register: the Lua twin of decideTouch() (domain/session.ts), held to it by
- * test/store/touch-rule.test.ts. KEYS: entry. ARGV: nowMs, and '1' to check the subject's mark.
- * Returns 0 on a miss (or a subject mark revoking the entry), -1 on a tombstone, -2 when
+ * test/store/touch-rule.test.ts. KEYS: entry. ARGV: nowMs, '1' to check the subject's mark, and
+ * the cache TTL (ms): while the register leads MariaDB (`ie` > `pe`) the entry lives on (OUTLIVE).
+ * Returns 0 on a miss (or an entry past the cache TTL, AGED, or a subject mark revoking it), -1 on a tombstone, -2 when
  * expired, else, after sliding the idle expiry (never backwards, never past ax), one string: v,
  * it, ax, ie, pe, ls, g, mk and d, newline-separated (d last; JSON text holds no raw newline).
  * One bulk string decodes far cheaper than an array.
  */
 export const TOUCH = `
 ${COVERED}
-local h = redis.call('HMGET', KEYS[1], 't', 'v', 'd', 'it', 'ax', 'ie', 'pe', 'ls', 'g', 'mk')
+${CLOCK}
+${OUTLIVE}
+${AGED}
+local h = redis.call('HMGET', KEYS[1], 't', 'v', 'd', 'it', 'ax', 'ie', 'pe', 'ls', 'g', 'mk', 'at')
 if h[1] then return -1 end
-if not h[3] then return 0 end
+if not h[3] or aged(h[11], ARGV[3]) then return 0 end
 if ARGV[2] == '1' and covered(KEYS[1], h[9], h[10]) then return 0 end
 local now = tonumber(ARGV[1])
 local ax = tonumber(h[5])
@@ -141,6 +216,7 @@ local ls = math.max(tonumber(h[8]), now)
 local ieText = string.format('%d', ie)
 local lsText = string.format('%d', ls)
 redis.call('HSET', KEYS[1], 'ie', ieText, 'ls', lsText)
+if ie > tonumber(h[7] or '0') then outlive(KEYS[1], ie, ARGV[3]) end
 return h[2] .. '\\n' .. h[4] .. '\\n' .. h[5] .. '\\n' .. ieText .. '\\n' .. h[7] .. '\\n' .. lsText .. '\\n' .. (h[9] or '0') .. '\\n' .. (h[10] or '') .. '\\n' .. h[3]
 `;
 
@@ -153,7 +229,9 @@ return 1
 `;
 
 /**
- * Marks a write in progress, before its transaction commits. KEYS: entry, lease. ARGV: ttlMs.
+ * Marks a write in progress, before its transaction commits. KEYS: entry, lease. ARGV: the
+ * marker's lifetime (ms), the cache TTL (ms; a carried register lives on, OUTLIVE, and the
+ * marker's fence ends on time all the same, FENCING).
  * The entry and any fill lease go, and the marker (`w`) refuses every install until the
  * writer's invalidation or tombstone after the commit replaces it (or it expires): no fill can
  * put the pre-commit record back in the moment between the commit and the invalidation, when
@@ -161,24 +239,29 @@ return 1
  * MariaDB may lack stay too (CARRY).
  */
 export const MARK_WRITE = `
+${CLOCK}
+${OUTLIVE}
 if redis.call('HEXISTS', KEYS[1], 't') == 1 then
   redis.call('DEL', KEYS[2])
   return 0
 end
 ${CARRY}
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'w', '1')
+redis.call('HSET', KEYS[1], 'w', string.format('%d', clock()))
 if keep then redis.call('HSET', KEYS[1], unpack(keep)) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if keep then outlive(KEYS[1], keep[2], ARGV[2]) end
 return 1
 `;
 
 /**
  * After a committed data change, or a replay of one: drops the entry and any fill lease (which
  * fences off fills in flight). KEYS: entry, lease. ARGV: ttlMs. A tombstone stays as it is;
- * touches MariaDB may lack stay too (CARRY), for the cache TTL.
+ * touches MariaDB may lack stay too (CARRY), for the cache TTL past their idle expiry (OUTLIVE).
  */
 export const INVALIDATE = `
+${CLOCK}
+${OUTLIVE}
 redis.call('DEL', KEYS[2])
 if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 0 end
 ${CARRY}
@@ -186,6 +269,7 @@ redis.call('DEL', KEYS[1])
 if keep then
   redis.call('HSET', KEYS[1], unpack(keep))
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  outlive(KEYS[1], keep[2], ARGV[1])
 end
 return 1
 `;

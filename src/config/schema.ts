@@ -67,7 +67,7 @@ export const ENV_SCHEMA = Type.Object({
   REDIS_CONNECT_TIMEOUT_MS: integer(10, 60_000, 500, 'longest wait for a Redis connection'),
   REDIS_BREAKER_FAILURES: integer(1, 1000, 3, 'consecutive Redis failures that open the breaker (no Redis calls at all while open)'),
   REDIS_BREAKER_COOLDOWN_MS: integer(10, 600_000, 1000, 'how long the breaker stays open before a recovery probe'),
-  CACHE_TTL_SECONDS: integer(1, 7 * DAY, 300, 'lifetime of cached entries and tombstones: the bound on staleness in every failure mode'),
+  CACHE_TTL_SECONDS: integer(1, 7 * DAY, 300, 'how long a cached entry serves after its fill and a tombstone lingers: the bound on staleness in every failure mode'),
   CACHE_LEASE_MS: integer(10, 600_000, 2000, 'lifetime of a fill lease'),
   OUTBOX_REPLAY_INTERVAL_MS: integer(10, 600_000, 250, 'how often each replica replays invalidations Redis missed'),
   API_KEYS_FILE: Type.String({ description: 'path of the API keys file (above)' }),

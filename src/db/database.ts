@@ -1,7 +1,7 @@
 import type { SecureContextOptions } from 'node:tls';
 import type { Connection, PoolConnection } from 'mariadb';
 import { drizzle, type MySqlRemoteDatabase, type RemoteCallback } from 'drizzle-orm/mysql-proxy';
-import { DomainError, StoreUnavailableError } from '../domain/errors.js';
+import { DomainError, StoreUnavailableError, type StoreUnavailableReason } from '../domain/errors.js';
 import { parseDatabaseUrl } from './database-url.js';
 import { NodePools, WSREP_NOT_READY_ERRNO, type DbNode } from './node-pools.js';
 
@@ -71,20 +71,40 @@ const UNAVAILABLE_CODES = new Set([
   'EHOSTUNREACH',
 ]);
 
-/** True for errors that mean "MariaDB cannot answer now" rather than "this query is wrong". */
-export function isUnavailable(err: unknown): boolean {
+/** Why MariaDB could not answer a call (StoreUnavailableReason), from the driver's error code or errno. */
+function reasonOf(code: string | undefined, errno: number | undefined): StoreUnavailableReason {
+  if (code === 'ER_GET_CONNECTION_TIMEOUT') return 'acquire_timeout';
+  if (code === 'ER_CONNECTION_TIMEOUT' || code === 'ETIMEDOUT') return 'connect_timeout';
+  // 1969: max_statement_time exceeded (DB_QUERY_TIMEOUT_MS, set on each connection).
+  if (code === 'ER_STATEMENT_TIMEOUT' || code === 'ER_QUERY_INTERRUPTED' || errno === 1969) return 'statement_timeout';
+  if (code === 'ER_LOCK_WAIT_TIMEOUT') return 'lock_wait_timeout';
+  if (errno === WSREP_NOT_READY_ERRNO) return 'node_not_ready';
+  return 'connection';
+}
+
+/**
+ * The StoreUnavailableError for errors that mean "MariaDB cannot answer now" rather than "this
+ * query is wrong" (with why: its reason and the driver's code), or null.
+ */
+function unavailable(err: unknown): StoreUnavailableError | null {
   // drizzle wraps driver errors (DrizzleQueryError); the driver's error is the cause.
   for (let e = err as { code?: string; fatal?: boolean; errno?: number; cause?: unknown } | undefined, depth = 0; depth < 4; depth++) {
-    if (typeof e !== 'object' || e === null) return false;
-    if (e instanceof StoreUnavailableError) return true;
-    // 1969: max_statement_time exceeded (DB_QUERY_TIMEOUT_MS, set on each connection); 1047: a Galera node that
-    // left the primary component (or is not synced yet) refuses statements.
+    if (typeof e !== 'object' || e === null) return null;
+    if (e instanceof StoreUnavailableError) return e;
+    // 1047: a Galera node that left the primary component (or is not synced yet) refuses statements.
     if (e.fatal === true || (e.code !== undefined && UNAVAILABLE_CODES.has(e.code)) || e.errno === 1969 || e.errno === WSREP_NOT_READY_ERRNO) {
-      return true;
+      const error = new StoreUnavailableError(reasonOf(e.code, e.errno));
+      error.driverCode = e.code;
+      return error;
     }
     e = e.cause as typeof e;
   }
-  return false;
+  return null;
+}
+
+/** True for errors that mean "MariaDB cannot answer now" rather than "this query is wrong". */
+export function isUnavailable(err: unknown): boolean {
+  return unavailable(err) !== null;
 }
 
 /** The driver's errno behind a (possibly drizzle-wrapped) error. */
@@ -132,7 +152,9 @@ type DriverError = { code?: string; errno?: number; sqlState?: string; query?: s
  * (the statement was rolled back, nothing of it was applied).
  */
 function storeError(err: unknown): unknown {
-  if (isUnavailable(err) || errnoOf(err) === DEADLOCK_ERRNO) return new StoreUnavailableError();
+  const down = unavailable(err);
+  if (down !== null) return down;
+  if (errnoOf(err) === DEADLOCK_ERRNO) return new StoreUnavailableError('contention');
   if (err instanceof DatabaseError || err instanceof DomainError || typeof err !== 'object' || err === null) return err;
   // drizzle's DrizzleQueryError carries the SQL text (`query`); the connector's error, its cause, the codes.
   let sql: string | undefined;
@@ -186,6 +208,14 @@ interface TransactionDeadline {
   expired: boolean;
   /** COMMIT was sent. */
   committing: boolean;
+  /** Waiting for a connection, or running the statements (logged when the deadline fires). */
+  stage: 'acquire' | 'statements';
+}
+
+/** `err` with the stage its call was at. */
+function staged(err: StoreUnavailableError, stage: string): StoreUnavailableError {
+  err.stage = stage;
+  return err;
 }
 
 /** ER_DUP_ENTRY: a primary or unique key is taken. */
@@ -269,11 +299,17 @@ export class Database {
     }
   }
 
+  /** `err` with the pool's state now (the deadline fired: was the call waiting for a connection?). */
+  private withPool(err: StoreUnavailableError): StoreUnavailableError {
+    err.pool = { active: this.pool.activeConnections(), idle: this.pool.idleConnections(), waiting: this.pool.taskQueueSize() };
+    return err;
+  }
+
   /** Rejects with StoreUnavailableError when `work` has not settled within the deadline. */
   private withDeadline<T>(work: Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError()), this.deadlineMs);
+      timer = setTimeout(() => reject(this.withPool(new StoreUnavailableError('call_deadline'))), this.deadlineMs);
     });
     return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
   }
@@ -314,13 +350,13 @@ export class Database {
     // its answer instead (a committed change is answered as such), up to the statement timeout:
     // a server that does not answer a COMMIT leaves its outcome unknown, and only that is a 503
     // after which the change may have happened (the cache outbox covers it).
-    const attempt: TransactionDeadline = { expired: false, committing: false };
+    const attempt: TransactionDeadline = { expired: false, committing: false, stage: 'acquire' };
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         attempt.expired = true;
-        if (!attempt.committing) reject(new StoreUnavailableError());
-        else timer = setTimeout(() => reject(new StoreUnavailableError()), this.commitWaitMs);
+        if (!attempt.committing) reject(this.withPool(staged(new StoreUnavailableError('call_deadline'), attempt.stage)));
+        else timer = setTimeout(() => reject(this.withPool(staged(new StoreUnavailableError('commit_wait'), 'commit'))), this.commitWaitMs);
       }, this.deadlineMs);
     });
     return Promise.race([this.transactionAttempts(work, hooks, attempts, attempt), deadline]).finally(() => clearTimeout(timer));
@@ -331,12 +367,14 @@ export class Database {
       let conn: PoolConnection | undefined;
       let node: DbNode | undefined;
       try {
+        deadline.stage = 'acquire';
         ({ node, conn } = await this.connection());
+        deadline.stage = 'statements';
         await conn.beginTransaction();
         const result = await work(drizzle(callbackFor(conn)));
         await hooks.beforeCommit?.(result);
         // The caller was answered 503 already: roll back rather than commit behind its back.
-        if (deadline.expired) throw new StoreUnavailableError();
+        if (deadline.expired) throw new StoreUnavailableError('call_deadline');
         deadline.committing = true;
         await conn.commit();
         return result;

@@ -73,9 +73,47 @@ export class InvalidRequestError extends DomainError {
   }
 }
 
+/**
+ * Which limit or failure made MariaDB unavailable for a call (logged, never answered):
+ * - `acquire_timeout`: no pooled connection within DB_ACQUIRE_TIMEOUT_MS;
+ * - `connect_timeout`: a new connection not set up within DB_CONNECT_TIMEOUT_MS;
+ * - `statement_timeout`: the server stopped a statement at DB_QUERY_TIMEOUT_MS (max_statement_time);
+ * - `lock_wait_timeout`: InnoDB's lock wait ran out;
+ * - `call_deadline`: the whole call (DB_ACQUIRE_TIMEOUT_MS + DB_QUERY_TIMEOUT_MS) ran out here;
+ * - `commit_wait`: a COMMIT sent at the deadline was not answered within DB_QUERY_TIMEOUT_MS;
+ * - `contention`: a deadlock or lost Galera certification outlasted the retries;
+ * - `node_not_ready`: a Galera node outside the primary component;
+ * - `connection`: refused, reset or closed connections, a closed pool.
+ */
+export type StoreUnavailableReason =
+  | 'acquire_timeout'
+  | 'connect_timeout'
+  | 'statement_timeout'
+  | 'lock_wait_timeout'
+  | 'call_deadline'
+  | 'commit_wait'
+  | 'contention'
+  | 'node_not_ready'
+  | 'connection';
+
 /** MariaDB could not be reached in time: the caller should retry later. */
 export class StoreUnavailableError extends DomainError {
-  constructor(readonly retryAfterSeconds = 1) {
+  /**
+   * Why the call went to MariaDB without Redis, when it did: `breaker_open`, `deadline` (the
+   * Redis command timeout) or `error` (a refused or dropped connection).
+   */
+  redis: string | undefined;
+  /** Where the call stood when a deadline fired (`acquire`, `statements`, `commit`), when known. */
+  stage: string | undefined;
+  /** The driver's error code behind `connection` and the timeouts (e.g. ECONNREFUSED), when there was one. */
+  driverCode: string | undefined;
+  /** The connection pool when a deadline fired: connections in use, idle, and calls waiting for one. */
+  pool: { active: number; idle: number; waiting: number } | undefined;
+
+  constructor(
+    readonly reason: StoreUnavailableReason = 'connection',
+    readonly retryAfterSeconds = 1,
+  ) {
     super(503, 'store_unavailable', 'The session store is temporarily unavailable.');
   }
 }

@@ -66,7 +66,11 @@ export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof DomainError) {
       if (err instanceof StoreUnavailableError) {
-        request.log.warn({ code: err.code }, 'store unavailable');
+        // Which limit or failure it was, never a value: see StoreUnavailableReason.
+        request.log.warn(
+          { code: err.code, reason: err.reason, stage: err.stage, driverCode: err.driverCode, redis: err.redis, pool: err.pool },
+          'store unavailable',
+        );
         reply.header('retry-after', String(err.retryAfterSeconds));
       }
       return sendProblem(reply, err.status, err.code, err.message, err.extra);

@@ -11,6 +11,7 @@ import {
   type SessionRecord,
   type SubjectMark,
 } from '../domain/session.js';
+import { StoreUnavailableError } from '../domain/errors.js';
 import { publicIdOf } from '../domain/token.js';
 import type { OutboxAction, OutboxRepository } from './outbox.js';
 import type { OutboxReplayTarget } from './outbox-worker.js';
@@ -118,7 +119,7 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
     try {
       found = await this.redis.lookup(key);
     } catch (err) {
-      if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.get(key, now));
+      if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.get(key, now), err);
       throw err;
     }
     if (found.kind === 'tombstone') {
@@ -145,7 +146,7 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
     try {
       outcome = await this.redis.touch(key, now.getTime());
     } catch (err) {
-      if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.touch(key, now));
+      if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.touch(key, now), err);
       throw err;
     }
     switch (outcome.kind) {
@@ -217,7 +218,7 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
       leased = unfenced || (await this.redis.takeLease(key, leaseId));
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
-      return this.fallback(read);
+      return this.fallback(read, err);
     }
     const record = await read();
     // Never install another session under this key (an old id in its rotation grace).
@@ -238,9 +239,16 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
     return record;
   }
 
-  private fallback<T>(read: () => Promise<T>): Promise<T> {
+  /**
+   * A call served by MariaDB alone, Redis being unavailable (`err`: the Redis call that failed;
+   * none while the breaker is open). A 503 of it says why Redis was skipped.
+   */
+  private fallback<T>(read: () => Promise<T>, err?: CacheUnavailableError): Promise<T> {
     this.counters.fallbacks += 1;
-    return read();
+    return read().catch((e: unknown) => {
+      if (e instanceof StoreUnavailableError) e.redis ??= err === undefined ? 'breaker_open' : err.reason();
+      throw e;
+    });
   }
 
   replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {

@@ -1,7 +1,9 @@
 import t from 'tap';
 import pino from 'pino';
 import { randomBytes } from 'node:crypto';
+import { sql } from 'drizzle-orm';
 import { Database, DUPLICATE_KEY_ERRNO, errnoOf } from '../../src/db/database.js';
+import { StoreUnavailableError } from '../../src/domain/errors.js';
 import { MariaDbSessionStore } from '../../src/store/mariadb-session-store.js';
 import { auth, testApp } from '../helpers/app.js';
 import { migratedDatabase, query } from '../helpers/mariadb.js';
@@ -65,7 +67,32 @@ t.test('a deadlock still there after every retry answers 503 store_unavailable (
   t.equal(res.statusCode, 503);
   t.equal(res.json().code, 'store_unavailable');
   t.ok(res.headers['retry-after'], 'with Retry-After');
-  const lines = logs.map((l) => JSON.parse(l) as { msg: string });
+  const lines = logs.map((l) => JSON.parse(l) as { msg: string; reason?: string });
   t.notOk(lines.some((l) => l.msg === 'unhandled error'), 'not logged as an unhandled error');
+  t.equal(lines.find((l) => l.msg === 'store unavailable')?.reason, 'contention', 'logged as contention');
   t.equal((await query<{ n: number }>(url, 'SELECT COUNT(*) AS n FROM sessions'))[0]!.n, 0, 'nothing was stored');
+});
+
+t.test('a 503 says which deadline fired: the pool acquire or the statement', async (t) => {
+  const url = await migratedDatabase(t);
+  const database = new Database({ url, poolSize: 1, acquireTimeoutMs: 300, queryTimeoutMs: 400, connectTimeoutMs: 2000 });
+  t.teardown(() => database.close());
+  const statement = await database.run((db) => db.execute(sql`SELECT SLEEP(3)`)).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(statement instanceof StoreUnavailableError, 'a statement past DB_QUERY_TIMEOUT_MS: 503');
+  t.equal((statement as StoreUnavailableError).reason, 'statement_timeout', 'stopped by max_statement_time');
+  // The one connection held: the next call waits for the pool until its acquire deadline.
+  let release!: () => void;
+  const held = database.withConnection(() => new Promise<void>((r) => (release = r)));
+  const acquire = await database.run((db) => db.execute(sql`SELECT 1`)).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  release();
+  await held;
+  t.ok(acquire instanceof StoreUnavailableError, 'no connection within DB_ACQUIRE_TIMEOUT_MS: 503');
+  t.equal((acquire as StoreUnavailableError).reason, 'acquire_timeout');
+  t.equal((acquire as StoreUnavailableError).driverCode, 'ER_GET_CONNECTION_TIMEOUT');
 });

@@ -1,16 +1,26 @@
 import t from 'tap';
+import { Writable } from 'node:stream';
 import { buildApp } from '../../src/app.js';
 import { freePort } from '../../devstack/ports.js';
 import { auth, testConfig } from '../helpers/app.js';
 import { lagMeter } from '../helpers/lag.js';
 
-// Nothing listens on this port: every MariaDB connection attempt is refused at once.
+// Nothing listens on these ports: every MariaDB and Redis connection attempt is refused at once.
 const port = await freePort();
+const redisPort = await freePort();
+const PASSWORD = 'pw-9c2e71d4';
 const db = { poolSize: 2, acquireTimeoutMs: 300, queryTimeoutMs: 300, connectTimeoutMs: 300 };
-const config = testConfig(`mysql://root@127.0.0.1:${port}/nowhere`, { db });
+const config = testConfig(`mysql://root:${PASSWORD}@127.0.0.1:${port}/nowhere`, { db });
 /** What one call may wait on MariaDB, as configured: a pool acquire, then a query. */
 const CALL_DEADLINE_MS = db.acquireTimeoutMs + db.queryTimeoutMs;
-const app = await buildApp(config, { logger: false });
+const logs: string[] = [];
+const stream = new Writable({
+  write(chunk, _enc, done) {
+    logs.push(String(chunk));
+    done();
+  },
+});
+const app = await buildApp(config, { logger: { level: 'warn', stream } });
 t.teardown(() => app.close());
 
 t.test('MariaDB down: calls answer 503 store_unavailable with Retry-After, quickly', async (t) => {
@@ -31,6 +41,50 @@ t.test('MariaDB down: calls answer 503 store_unavailable with Retry-After, quick
   const bound = 2 * CALL_DEADLINE_MS + lag.totalMs + 100;
   t.ok(took < bound, `answered within the configured deadlines: ${Math.round(took)} ms < 2 × ${CALL_DEADLINE_MS} ms + ${Math.round(lag.totalMs)} ms of measured lag + 100 ms`);
   t.notMatch(create.body, /ECONNREFUSED|127\.0\.0\.1/, 'driver details never reach the client');
+});
+
+interface UnavailableLine {
+  msg: string;
+  reason?: string;
+  driverCode?: string;
+  redis?: string;
+}
+
+t.test('the store-unavailable log says which limit or failure it was, and no secret', async (t) => {
+  const lines = logs.map((l) => JSON.parse(l) as UnavailableLine).filter((l) => l.msg === 'store unavailable');
+  t.ok(lines.length >= 2, 'each 503 logged');
+  for (const line of lines) {
+    // Refused connections: the pool's acquire deadline ran out, or the refusal itself came through.
+    t.match(line.reason, /^(acquire_timeout|connection|connect_timeout)$/, `reason: ${line.reason}`);
+    t.notOk('redis' in line, 'no Redis configured: nothing about it');
+  }
+  t.notOk(logs.join('').includes(PASSWORD), 'the password is in no log line');
+});
+
+t.test('with Redis unreachable too, the log says why the call went to MariaDB without it', async (t) => {
+  const cachedLogs: string[] = [];
+  const cached = await buildApp(
+    testConfig(config.databaseUrl, { db }, { REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${redisPort}` }),
+    {
+      logger: {
+        level: 'warn',
+        stream: new Writable({
+          write(chunk, _enc, done) {
+            cachedLogs.push(String(chunk));
+            done();
+          },
+        }),
+      },
+    },
+  );
+  t.teardown(() => cached.close());
+  const read = await cached.inject({ method: 'GET', url: '/v1/sessions/current', headers: { ...auth(), 'session-token': 'B'.repeat(43) } });
+  t.equal(read.statusCode, 503);
+  const line = cachedLogs.map((l) => JSON.parse(l) as UnavailableLine).find((l) => l.msg === 'store unavailable');
+  t.ok(line, 'logged');
+  t.match(line?.redis, /^(error|deadline|breaker_open)$/, `redis: ${line?.redis}`);
+  t.match(line?.reason, /^(acquire_timeout|connection|connect_timeout)$/, `reason: ${line?.reason}`);
+  t.notOk(cachedLogs.join('').includes(PASSWORD), 'no password in any line');
 });
 
 t.test('a token of the wrong shape is answered 404 without a database query', async (t) => {
