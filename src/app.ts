@@ -86,7 +86,8 @@ const OUTBOX_IDLE_MAX_INTERVAL_MS = 5_000;
 
 function cachedOrNot(app: FastifyInstance, config: Config, options: BuildOptions): MariaDbSessionStore | CachedSessionStore {
   const threshold = config.sessions.touchPersistThreshold;
-  const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold });
+  // A mark outlives its copy in Redis: entries filled before it must not outlast it (docs/design.md §5.9).
+  const db = new MariaDbSessionStore(app.database, { touchPersistThresholdSeconds: threshold, subjectMarkRetentionMs: app.redis?.subjectMarkTtlMs() ?? 0 });
   if (app.redis === undefined) return db;
   const log = app.log.child({ component: 'cache' }) as never;
   const outbox = new MariaDbOutbox(app.database);

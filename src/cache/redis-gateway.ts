@@ -295,8 +295,12 @@ export class RedisGateway {
    */
   async markSubject(mark: SubjectMark, force = false): Promise<void> {
     const keep = mark.keepIdHash === null ? '' : sessionKeys({ namespace: mark.namespace, idHash: mark.keepIdHash }).entry;
-    const ttl = this.options.cacheTtlMs + this.options.leaseMs + WRITE_MARK_TTL_MS;
-    await this.guard(() => this.client.sdSetMark(subjectMarkKey(mark.namespace, mark.subjectHash), mark.generation, keep, ttl), force, this.writeDeadlineMs());
+    await this.guard(() => this.client.sdSetMark(subjectMarkKey(mark.namespace, mark.subjectHash), mark.generation, keep, this.subjectMarkTtlMs()), force, this.writeDeadlineMs());
+  }
+
+  /** How long a subject's mark lives in Redis: longer than any entry filled, or fill in flight, before it. */
+  subjectMarkTtlMs(): number {
+    return this.options.cacheTtlMs + this.options.leaseMs + WRITE_MARK_TTL_MS;
   }
 
   /** SET lease NX PX: true when this caller may fill the entry. */

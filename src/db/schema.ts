@@ -133,7 +133,8 @@ export const destroyedTokens = mysqlTable(
  * every session of the subject whose subject_generation is below G, except `keep_id_hash`. Reads
  * honour the mark (and Redis holds a copy for cached reads); a worker then revokes the rows in
  * batches (`pending` until it is done), so the request costs the same at any number of sessions.
- * A subject's row stays: the generations of later sessions count from it.
+ * The sweeper deletes a mark once it has nothing left to do (docs/design.md §5.9); the next
+ * revocation's generation lies above every row's, so it needs no memory of the old one.
  */
 export const subjectRevocations = mysqlTable(
   'subject_revocations',

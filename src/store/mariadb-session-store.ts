@@ -379,11 +379,21 @@ export class SessionStatements implements SessionWrites {
         .limit(1);
       if (live.length > 0) kept = keep;
     }
+    // One index-only range over the subject: the live sessions it revokes, and the highest
+    // generation of any row. A generation is at least the revocation's time in ms, and above
+    // every row's and the previous mark's: once the sweeper deleted a mark, sessions created
+    // under it still carry its generation, and its copy in Redis refuses a lower one
+    // (docs/design.md §5.9).
+    const revokes = and(liveState(now), uncoveredBy(current), kept === null ? undefined : ne(sessions.idHash, kept))!;
     const counted = await this.db
-      .select({ n: sql<number>`COUNT(*)`.mapWith(Number) })
+      .select({
+        n: sql<number>`COALESCE(SUM(${revokes}), 0)`.mapWith(Number),
+        highest: sql<number>`COALESCE(MAX(${sessions.subjectGeneration}), 0)`.mapWith(Number),
+      })
       .from(sessions, { forceIndex: SUBJECT_INDEX })
-      .where(and(subjectIs(namespace, subject), liveState(now), uncoveredBy(current), kept === null ? undefined : ne(sessions.idHash, kept)));
-    const mark: SubjectMark = { namespace, subjectHash: subjectHashOf(subject), generation: (current?.generation ?? 0) + 1, keepIdHash: kept };
+      .where(subjectIs(namespace, subject));
+    const generation = Math.max((current?.generation ?? 0) + 1, (counted[0]?.highest ?? 0) + 1, now.getTime());
+    const mark: SubjectMark = { namespace, subjectHash: subjectHashOf(subject), generation, keepIdHash: kept };
     await this.db
       .insert(subjectRevocations)
       .values({ namespace, subject, subjectHash: mark.subjectHash, generation: mark.generation, keepIdHash: kept, revokedAt: now, pending: 1 })
@@ -407,6 +417,11 @@ export class SessionStatements implements SessionWrites {
 export interface MariaDbSessionStoreOptions {
   /** A touch writes only when the stored idle expiry lags by more than this (seconds). */
   touchPersistThresholdSeconds: number;
+  /**
+   * How long a revocation mark is kept at least, in ms: the lifetime of its copy in Redis
+   * (0 without a cache). The sweeper deletes a mark only once it is older.
+   */
+  subjectMarkRetentionMs?: number;
 }
 
 /** The authority: every session lives here. */
@@ -414,10 +429,14 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
   /** Called after a subject's revocation mark committed (the app starts the revocation worker). */
   onSubjectRevoked: () => void = () => undefined;
 
+  private readonly options: Required<MariaDbSessionStoreOptions>;
+
   constructor(
     private readonly database: Database,
-    private readonly options: MariaDbSessionStoreOptions,
-  ) {}
+    options: MariaDbSessionStoreOptions,
+  ) {
+    this.options = { subjectMarkRetentionMs: 0, ...options };
+  }
 
   /**
    * Runs several statements in one transaction (the cache tier adds its outbox rows this way),
@@ -568,22 +587,85 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
     });
   }
 
-  /** Sessions first; what is left of the batch goes to remembered ids past their absolute expiry. */
+  /**
+   * Sessions first; what is left of the batch goes to remembered ids past their absolute expiry,
+   * then to revocation marks that cover no row any more. A row its subject's mark revoked but
+   * the revocation worker did not reach yet is still `active`: its id is remembered here, in the
+   * transaction that deletes it, as the worker would have (docs/design.md §8).
+   */
   async sweepBatch(before: Date, batchSize: number): Promise<number> {
-    // MariaDB supports ORDER BY … LIMIT on single-table DELETE; drizzle's builder does not.
-    const result = await this.database.run((db) =>
-      db.execute(
-        sql`DELETE FROM ${sessions} WHERE ${lt(sessions.idleExpiresAt, before)} ORDER BY ${sessions.idleExpiresAt} LIMIT ${batchSize}`,
-      ),
-    );
-    const sessionsDeleted = affectedRows(result);
+    const sessionsDeleted = await this.database.transaction(async (db) => {
+      const rows = await db
+        .select({ namespace: sessions.namespace, idHash: sessions.idHash })
+        .from(sessions)
+        .where(lt(sessions.idleExpiresAt, before))
+        .orderBy(asc(sessions.idleExpiresAt))
+        .limit(batchSize)
+        .for('update');
+      const byNamespace = new Map<string, Buffer[]>();
+      for (const r of rows) byNamespace.set(r.namespace, [...(byNamespace.get(r.namespace) ?? []), r.idHash]);
+      for (const [namespace, ids] of byNamespace) {
+        const these = and(eq(sessions.namespace, namespace), inArray(sessions.idHash, ids))!;
+        await new SessionStatements(db).rememberWhere(and(these, eq(sessions.state, 'active'), COVERED, gt(sessions.absoluteExpiresAt, before))!);
+        await db.delete(sessions).where(these);
+      }
+      return rows.length;
+    });
     if (sessionsDeleted >= batchSize) return sessionsDeleted;
-    const forgotten = await this.database.run((db) =>
-      db.execute(
-        sql`DELETE FROM ${destroyedTokens} WHERE ${lt(destroyedTokens.expiresAt, before)} ORDER BY ${destroyedTokens.expiresAt} LIMIT ${batchSize - sessionsDeleted}`,
+    // MariaDB supports ORDER BY … LIMIT on single-table DELETE; drizzle's builder does not.
+    const forgotten = affectedRows(
+      await this.database.run((db) =>
+        db.execute(
+          sql`DELETE FROM ${destroyedTokens} WHERE ${lt(destroyedTokens.expiresAt, before)} ORDER BY ${destroyedTokens.expiresAt} LIMIT ${batchSize - sessionsDeleted}`,
+        ),
       ),
     );
-    return sessionsDeleted + affectedRows(forgotten);
+    const left = batchSize - sessionsDeleted - forgotten;
+    if (left <= 0) return sessionsDeleted + forgotten;
+    return sessionsDeleted + forgotten + (await this.sweepMarks(before, left));
+  }
+
+  /**
+   * Deletes revocation marks that have nothing left to do (docs/design.md §5.9): the worker is
+   * done (not `pending`), no row the mark covers is left in the table (all were revoked, their
+   * ids remembered, and swept), and the mark is older than its copy in Redis lives. The next
+   * mark of the subject still covers the sessions created under this one: revokeSubject counts
+   * its generation above every live row's.
+   */
+  private async sweepMarks(before: Date, limit: number): Promise<number> {
+    const olderThan = new Date(before.getTime() - this.options.subjectMarkRetentionMs);
+    const candidates = await this.database.run((db) =>
+      db
+        .select({ namespace: subjectRevocations.namespace, subject: subjectRevocations.subject, generation: subjectRevocations.generation })
+        .from(subjectRevocations)
+        .where(and(eq(subjectRevocations.pending, 0), lt(subjectRevocations.revokedAt, olderThan)))
+        .orderBy(asc(subjectRevocations.revokedAt))
+        .limit(limit),
+    );
+    let deleted = 0;
+    for (const c of candidates) {
+      deleted += await this.database.transaction(async (db) => {
+        const ours = and(eq(subjectRevocations.namespace, c.namespace), eq(subjectRevocations.subject, c.subject), eq(subjectRevocations.generation, c.generation))!;
+        // The mark's row lock orders this against a revocation or an insert of the subject (which
+        // reads the mark); rows below the generation are never written again, only deleted.
+        const mark = (await db.select({ keepIdHash: subjectRevocations.keepIdHash, pending: subjectRevocations.pending }).from(subjectRevocations).where(ours).for('update'))[0];
+        if (mark === undefined || mark.pending !== 0) return 0;
+        const covered = await db
+          .select({ idHash: sessions.idHash })
+          .from(sessions, { forceIndex: SUBJECT_INDEX })
+          .where(
+            and(
+              subjectIs(c.namespace, c.subject),
+              lt(sessions.subjectGeneration, c.generation),
+              mark.keepIdHash === null ? undefined : ne(sessions.idHash, mark.keepIdHash),
+            ),
+          )
+          .limit(1);
+        if (covered.length > 0) return 0;
+        return affectedRows(await db.delete(subjectRevocations).where(ours));
+      });
+    }
+    return deleted;
   }
 }
 

@@ -418,4 +418,46 @@ export function sessionStoreContract(t: Test, make: (t: Test) => Promise<Contrac
       t.ok(await store.get(key, at(t0, 602)), `${what}: the new session reads`);
     }
   });
+  t.test('an id revoked by its subject\'s mark stays refused when the sweeper deletes the row before the revocation worker reached it', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const s = newRecord(t0, { subject, idleExpiresAt: at(t0, 60), absoluteExpiresAt: at(t0, 3600) });
+    await store.createIfAbsent(s);
+    t.equal(await store.revokeSubject('ns-a', subject, undefined, at(t0, 1)), 1, 'logged out everywhere');
+    // No worker ran: the row is still active, revoked by the mark alone, until it idle-expires
+    // and the sweeper deletes it.
+    t.ok((await store.sweepBatch(at(t0, 120), 1000)) >= 1, 'the row was swept');
+    const attempt = (seconds: number) => store.createIfAbsent(newRecord(at(t0, seconds), { subject: null, idHash: s.idHash, absoluteExpiresAt: at(t0, seconds + 600) }));
+    await t.rejects(attempt(200), TAKEN, 'the logged-out token cannot be created again before its absolute expiry');
+    t.equal(await store.get(s, at(t0, 200)), null, 'and it does not read');
+    t.equal(await drainRevocations(store, at(t0, 200)), 0, 'the worker finds nothing left to revoke');
+    await t.rejects(attempt(3599), TAKEN, 'still refused just before the absolute expiry');
+    t.ok((await store.sweepBatch(at(t0, 3601), 1000)) >= 1, 'the memory goes at the absolute expiry');
+    t.same(await attempt(3601), { evicted: 0 }, 'then the id is free, as for any session past its absolute expiry');
+  });
+
+  t.test('a revocation mark goes once no row it covers is left, and a later revocation still covers every session', async (t) => {
+    const { store } = await make(t);
+    const subject = `user-${randomBytes(4).toString('hex')}`;
+    const life = { subject, idleExpiresAt: at(t0, 60), absoluteExpiresAt: at(t0, 3600) };
+    const [a, kept] = [newRecord(t0, life), newRecord(t0, life)];
+    for (const s of [a!, kept!]) await store.create(s);
+    t.equal(await store.revokeSubject('ns-a', subject, kept!.idHash, at(t0, 1)), 1);
+    // Created after the mark: its generation is the mark's.
+    const later = newRecord(at(t0, 2), { subject, idleExpiresAt: at(t0, 3000), absoluteExpiresAt: at(t0, 3600) });
+    await store.create(later);
+    t.equal(await store.sweepBatch(at(t0, 30), 1000), 0, 'pending: the mark stays, the covered row is not yet revoked');
+    await drainRevocations(store, at(t0, 2));
+    t.equal(await store.sweepBatch(at(t0, 1), 1000), 0, 'a covered row is left: the mark stays');
+    t.equal(await store.sweepBatch(at(t0, 30), 1000), 2, 'the revoked row, then the mark');
+    t.equal(await store.get(a!, at(t0, 30)), null, 'the revoked session stays revoked');
+    t.ok(await store.get(kept!, at(t0, 30)), 'the kept one lives');
+    t.ok(await store.get(later, at(t0, 30)), 'so does the later one');
+    // A new mark must cover the later session although the old mark, whose generation it
+    // carries, is gone.
+    t.equal(await store.revokeSubject('ns-a', subject, undefined, at(t0, 40)), 2, 'the next revocation counts both');
+    t.equal(await store.get(later, at(t0, 41)), null, 'the later session is revoked');
+    t.equal(await store.get(kept!, at(t0, 41)), null, 'and the once-kept one');
+    t.equal(await drainRevocations(store, at(t0, 41)), 2);
+  });
 }
