@@ -7,8 +7,17 @@
  *                      without auto-pipelining, as the service uses it)
  *   BASELINE=C  GET /  one MariaDB primary-key SELECT of a session row (no cache; the mariadb
  *                      driver pool, as the service uses it), answered as the session view
+ *   BASELINE=F  GET /v1/floor  the floor: B's one Redis GET behind sessiond's own framework
+ *                      path — its Fastify options (logger, request ids, log controller), its hooks
+ *                      (API key authentication, rate limiter, request metrics, the onSend
+ *                      headers) and its Redis client (RedisGateway), all from dist/ and configured
+ *                      from the service's environment. What sessiond spends above F is its own
+ *                      session work; what F spends above B is the route path sessiond shares.
  *
- * Env: PORT, BODY (the JSON to answer / store), REDIS_URL (B), DATABASE_URL, NAMESPACE, ID_HASH_HEX (C).
+ * Env: PORT, BODY (the JSON to answer / store), REDIS_URL (B, F), DATABASE_URL, NAMESPACE, ID_HASH_HEX (C);
+ * F also reads the service's variables (API_KEYS_FILE, RATE_LIMIT_MAX, LOG_LEVEL, ...), and
+ * FLOOR_WITHOUT, a comma-separated list of its parts to leave out (logger, auth, ratelimit,
+ * metrics, onsend), to price each part.
  * Prints "listening" on stdout when ready.
  */
 import Fastify from 'fastify';
@@ -16,10 +25,82 @@ import Fastify from 'fastify';
 const mode = process.env.BASELINE;
 const port = Number(process.env.PORT);
 const body = process.env.BODY ?? '{}';
-const app = Fastify({ logger: false });
+const app = mode === 'F' ? await floorApp() : Fastify({ logger: false });
 const json = (reply, text) => reply.header('content-type', 'application/json; charset=utf-8').send(text);
 
-if (mode === 'A') {
+/**
+ * buildApp's (src/app.ts) framework setup and per-request hooks, without the session routes:
+ * the same Fastify options, the root onSend and metrics hooks, and in /v1 the authentication,
+ * cache-control and rate-limit hooks, with one route answering B's Redis GET.
+ */
+async function floorApp() {
+  const { randomUUID } = await import('node:crypto');
+  const { loadConfig } = await import('../dist/config/config.js');
+  const { REDACTED_LOG_PATHS } = await import('../dist/app.js');
+  const { RequestLogController } = await import('../dist/http/request-log.js');
+  const { ApiKeyAuthenticator } = await import('../dist/http/authenticate.js');
+  const { RateLimitCounters, registerRateLimit } = await import('../dist/http/rate-limit.js');
+  const { registerMetrics } = await import('../dist/metrics/metrics.js');
+  const { RedisGateway } = await import('../dist/cache/redis-gateway.js');
+  const config = loadConfig(process.env);
+  const without = new Set((process.env.FLOOR_WITHOUT ?? '').split(',').filter((p) => p !== ''));
+  const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+  const floor = Fastify({
+    logger: without.has('logger') ? false : { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
+    logController: new RequestLogController(config.logRequests),
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    routerOptions: { maxParamLength: 4096 },
+  });
+  if (!without.has('onsend')) {
+    floor.addHook('onSend', (request, reply, payload, done) => {
+      reply.header('x-request-id', request.id);
+      done(null, payload);
+    });
+  }
+  const gateway = new RedisGateway(
+    { ...config.redis, cacheTtlMs: config.cache.ttlSeconds * 1000, leaseMs: config.cache.leaseMs },
+    floor.log.child({ component: 'redis' }),
+  );
+  await gateway.connected();
+  await gateway.client.set('bench:session', body);
+  floor.addHook('onClose', async () => gateway.close());
+  const authenticator = new ApiKeyAuthenticator(config.apiKeys);
+  const counters = new RateLimitCounters();
+  await floor.register(
+    async (v1) => {
+      if (!without.has('auth')) v1.addHook('onRequest', authenticator.hook());
+      if (!without.has('onsend')) {
+        v1.addHook('onSend', (_request, reply, payload, done) => {
+          reply.header('cache-control', 'no-store');
+          done(null, payload);
+        });
+      }
+      // The limiter keys by the authenticated caller.
+      if (!without.has('ratelimit') && !without.has('auth')) {
+        await registerRateLimit(v1, { redis: gateway, policies: config.policies, counters });
+      }
+      v1.get('/floor', async (_request, reply) => json(reply, await gateway.client.get('bench:session')));
+    },
+    { prefix: '/v1' },
+  );
+  // What registerMetrics' collectors read when the app is ready (they sample it per scrape only).
+  floor.decorate('database', { pool: {} });
+  floor.decorate('cacheCounters', undefined);
+  floor.decorate('rateLimitCounters', counters);
+  floor.decorate('guessingMonitor', { failedLookups: new Map() });
+  floor.decorate('redis', gateway);
+  if (!without.has('metrics')) await registerMetrics(floor, { port: undefined, host: config.host });
+  return floor;
+}
+
+if (mode === 'F') {
+  // Routes registered by floorApp().
+} else if (mode === 'A') {
   const fixed = JSON.parse(body);
   // Serialised by Fastify per request, like the service's reply objects.
   app.get('/', async () => fixed);

@@ -57,7 +57,8 @@ const CONFIG = {
   logFileSize: process.env.BENCH_INNODB_LOG_FILE_SIZE ?? '256M',
   // 1 or touch: profile warm touch; read: warm read; create: create; put: PUT If-Match; patch: PATCH;
   // app: the app-level comparison's processes (both apps and sessiond; with BENCH_ONLY=app) (unset: no profile)
-  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create', put: 'put', patch: 'patch', app: 'app' })[process.env.BENCH_PROFILE ?? ''] ?? false,
+  // floor: the floor baseline F (with BENCH_ONLY=floor)
+  profile: ({ 1: 'touch', touch: 'touch', read: 'read', create: 'create', put: 'put', patch: 'patch', app: 'app', floor: 'floor' })[process.env.BENCH_PROFILE ?? ''] ?? false,
   out: process.env.BENCH_OUT ?? path.join(ROOT, 'bench/results/latest.json'),
 };
 
@@ -155,24 +156,26 @@ function parseSize(s) {
   return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase()];
 }
 
-let serviceCount = 0;
-/** `node [nodeArgs] dist/server.js` with LOG_LEVEL=warn, the limiter on (but high), sweeper off unless env says. */
-async function startService(env = {}, nodeArgs = []) {
-  const port = await freePort();
-  const proc = spawnChild([...nodeArgs, 'dist/server.js'], {
+/** The service's environment (also the floor baseline's, F): the limiter on (but high), sweeper off. */
+function serviceEnv() {
+  return {
     DATABASE_URL: stack.databaseUrl,
     REDIS_URL: stack.redis.url,
     API_KEYS_FILE: stack.keysFile,
-    HOST: LOOPBACK,
-    PORT: String(port),
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', // the service default, as deployed (LOG_REQUESTS=errors)
     RATE_LIMIT_MAX: '1000000000', // on (every request is counted), never in the way
     RATE_LIMIT_WINDOW_SECONDS: '60',
     SWEEPER_INTERVAL_SECONDS: '0',
     // As the image and the Deployment run it (Dockerfile, deploy/base/deployment.yaml).
     NODE_OPTIONS: process.env.BENCH_SERVICE_NODE_OPTIONS ?? '--max-semi-space-size=4',
-    ...env,
-  }, `sessiond-${++serviceCount}`);
+  };
+}
+
+let serviceCount = 0;
+/** `node [nodeArgs] dist/server.js` with serviceEnv() and `env` over it. */
+async function startService(env = {}, nodeArgs = []) {
+  const port = await freePort();
+  const proc = spawnChild([...nodeArgs, 'dist/server.js'], { ...serviceEnv(), HOST: LOOPBACK, PORT: String(port), ...env }, `sessiond-${++serviceCount}`);
   const url = `http://${LOOPBACK}:${port}`;
   await waitHttp(`${url}/healthz`, proc);
   const peak = { rssMb: 0, hwmMb: 0 };
@@ -394,6 +397,10 @@ async function measure(name, target, requests, extra = {}, pid = undefined) {
 }
 
 // Request mixes against one service (tokens are chosen per request).
+/** The floor baseline's route, with the headers a warm read carries. */
+function floorReq(tokens) {
+  return dynamic(() => ({ method: 'GET', path: '/v1/floor', headers: authHeaders({ 'session-token': pick(tokens) }) }));
+}
 function readReq(tokens) {
   return dynamic(() => ({ method: 'GET', path: '/v1/sessions/current', headers: authHeaders({ 'session-token': pick(tokens) }) }));
 }
@@ -695,6 +702,24 @@ async function main() {
     if (mode === 'A') await stopChild(b);
     else baselines[mode] = b;
   }
+  // --- the floor (F): B's Redis GET behind sessiond's Fastify setup and hooks (baseline-server.mjs).
+  const floorOnly = process.env.BENCH_ONLY === 'floor';
+  if (!writesOnly) {
+    const f = await startBaseline('F', { ...serviceEnv(), ...baselineEnv });
+    const check = await fetch(`${f.url}/v1/floor`, { headers: authHeaders({ 'session-token': warm[0] }) });
+    if (check.status !== 200) throw new Error(`baseline F answered ${check.status}: ${await check.text()}`);
+    log("baseline F (B's Redis GET behind sessiond's hooks)");
+    results.runs['baseline F'] = await measure('baseline F', f.url, floorReq(warm), {}, f.child.pid);
+    baselines.F = f;
+  }
+  if (floorOnly) {
+    results.floor = await floorRounds(svc, baselines, warm, baselineEnv);
+    process.stdout.write(`\n${floorReport(results.floor).join('\n')}\n`);
+    for (const b of Object.values(baselines)) await stopChild(b);
+    if (CONFIG.profile === 'read' || CONFIG.profile === 'touch') await profileScenario({ warm }, CONFIG.profile);
+    if (CONFIG.profile === 'floor') await profileFloor(baselineEnv, warm);
+    return;
+  }
 
   // --- cold cache at 10 k rows (before the write scenarios add rows).
   const warmOnly = process.env.BENCH_ONLY === 'warm'; // quick A/B/C + warm scenarios (for experiments)
@@ -926,6 +951,80 @@ function printProfile(dir, name) {
 }
 
 /** Profiles one scenario on a fresh process; `load` holds the sessions (and the PUT load, which keeps their versions). */
+/** BENCH_PROFILE=floor: a CPU profile of the floor baseline F under the warm-read headers. */
+async function profileFloor(baselineEnv, warm) {
+  const dir = path.join(PROFILE_DIR, 'floor');
+  rmSync(dir, { recursive: true, force: true });
+  log(`profiling baseline F (--cpu-prof into ${path.relative(ROOT, dir)})`);
+  const f = await startScript('bench/baseline-server.mjs', { BASELINE: 'F', ...serviceEnv(), ...baselineEnv }, 'baseline-F-profiled', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+  await measure('baseline F (profiled)', f.url, floorReq(warm), {}, f.child.pid);
+  await stopChild(f);
+  return printProfile(dir, 'baseline F');
+}
+
+/**
+ * BENCH_ONLY=floor: rounds of B, F (B behind sessiond's hooks), warm read and warm touch back to
+ * back, BENCH_PAIRED_ROUNDS of them (BENCH_PAIRED_SECONDS each): req/s and the server's CPU per
+ * answer of each, so that sessiond's cost splits into B's, the framework path F adds, and
+ * sessiond's own session work above F.
+ */
+async function floorRounds(svc, baselines, warm, baselineEnv) {
+  const rounds = Math.max(1, CONFIG.pairedRounds);
+  // BENCH_FLOOR_WITHOUT=logger,auth,...: also F without each of these parts (FLOOR_WITHOUT).
+  const parts = (process.env.BENCH_FLOOR_WITHOUT ?? '').split(',').filter((p) => p !== '');
+  const variants = {};
+  for (const part of parts) variants[`F-${part}`] = await startBaseline('F', { ...serviceEnv(), ...baselineEnv, FLOOR_WITHOUT: part });
+  const runs = { B: [], F: [], ...Object.fromEntries(Object.keys(variants).map((k) => [k, []])), read: [], touch: [] };
+  const quick = (name, url, requests, pid) => measure(name, url, requests, { seconds: CONFIG.pairedSeconds }, pid);
+  for (let round = 1; round <= rounds; round++) {
+    log(`floor round ${round} of ${rounds}: ${Object.keys(runs).join(', ')}`);
+    runs.B.push(await quick('  B', baselines.B.url, [{ method: 'GET', path: '/' }], baselines.B.child.pid));
+    runs.F.push(await quick('  F', baselines.F.url, floorReq(warm), baselines.F.child.pid));
+    for (const [k, v] of Object.entries(variants)) runs[k].push(await quick(`  ${k}`, v.url, floorReq(warm), v.child.pid));
+    runs.read.push(await quick('  read (warm)', svc.url, readReq(warm), svc.child.pid));
+    runs.touch.push(await quick('  touch (warm)', svc.url, touchReq(warm), svc.child.pid));
+  }
+  for (const v of Object.values(variants)) await stopChild(v);
+  const pick = (k, f) => runs[k].map(f);
+  const out = { rounds, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), runs: {} };
+  for (const k of Object.keys(runs)) {
+    out.runs[k] = {
+      rps: pick(k, (r) => r.rps),
+      cpuUs: pick(k, (r) => r.cpuUsPerRequest),
+      p99: pick(k, (r) => r.p99),
+      rpsMedian: median(pick(k, (r) => r.rps)),
+      cpuUsMedian: median(pick(k, (r) => r.cpuUsPerRequest)),
+      p99Median: median(pick(k, (r) => r.p99)),
+    };
+  }
+  const ratio = (a, b) => median(runs[a].map((r, i) => r.rps / runs[b][i].rps));
+  out.ratios = { 'F/B': ratio('F', 'B'), 'read/B': ratio('read', 'B'), 'touch/B': ratio('touch', 'B'), 'read/F': ratio('read', 'F'), 'touch/F': ratio('touch', 'F') };
+  return out;
+}
+
+function floorReport(floor) {
+  const R = floor.runs;
+  const names = { B: 'baseline B', F: 'baseline F (floor)', read: 'read (warm)', touch: 'touch (warm)' };
+  const rows = Object.keys(R).map((k) => [
+    names[k] ?? `F without ${k.slice(2)}`,
+    fmt(R[k].rpsMedian, 0),
+    fmt(R[k].p99Median, 2),
+    fmt(R[k].cpuUsMedian, 0),
+    R[k].cpuUs.map((c) => fmt(c, 0)).join(', '),
+  ]);
+  const cpu = (k) => R[k].cpuUsMedian;
+  return [
+    `floor: ${floor.rounds} rounds of B, F, read, touch back to back (${CONFIG.pairedSeconds} s each); medians; load average ${floor.loadAverage.join(' ')} at the end`,
+    textTable(['server', 'req/s', 'p99', 'cpu µs/req', 'cpu per round'], rows),
+    `req/s ratios (medians of the rounds): ${Object.entries(floor.ratios).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')}`,
+    `CPU per answer: B ${fmt(cpu('B'), 0)} µs; F adds ${fmt(cpu('F') - cpu('B'), 0)} µs (sessiond's framework path and hooks); ` +
+      `read adds ${fmt(cpu('read') - cpu('F'), 0)} µs above F, touch ${fmt(cpu('touch') - cpu('F'), 0)} µs (sessiond's own session work)`,
+    ...Object.keys(R)
+      .filter((k) => k.startsWith('F-'))
+      .map((k) => `F without ${k.slice(2)}: ${fmt(cpu('F') - cpu(k), 0)} µs less per answer than F`),
+  ];
+}
+
 async function profileScenario({ warm, puts, patchPool }, which) {
   const dir = PROFILE_DIR;
   rmSync(dir, { recursive: true, force: true });
@@ -1012,7 +1111,7 @@ function report(results) {
   const A = R['baseline A'];
   const B = R['baseline B'];
   const order = [
-    'baseline A', 'baseline B', 'baseline C',
+    'baseline A', 'baseline B', 'baseline C', 'baseline F',
     'read (warm)', 'touch (warm)', 'create', 'PUT If-Match', 'PATCH', 'mix',
     'cold read @10k', 'cold read @1M', 'cold touch @10k', 'cold touch @1M',
     'read before sweep', 'read during sweep', 'create, 1 process', 'create, 2 processes',

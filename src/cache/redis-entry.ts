@@ -94,11 +94,5 @@ export function decodeEntry(key: SessionKey, f: CachedFields): SessionRecord {
   };
 }
 
+/** What a LOOKUP found (redis-scripts.ts): an entry's fields, a tombstone, or nothing to answer from. */
 export type Lookup = { kind: 'hit'; fields: CachedFields } | { kind: 'tombstone' } | { kind: 'miss' };
-
-/** Reads an HGETALL / HMGET-style reply. */
-export function lookupOf(hash: Record<string, string>): Lookup {
-  if (hash.t !== undefined) return { kind: 'tombstone' };
-  if (hash.d === undefined || hash.v === undefined) return { kind: 'miss' };
-  return { kind: 'hit', fields: hash as unknown as CachedFields };
-}

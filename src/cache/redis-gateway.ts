@@ -3,7 +3,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { SessionKey, SubjectMark } from '../domain/session.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
-import { coveredBy, lookupOf, markValue, sessionKeys, subjectMarkKey, type CachedFields, type Lookup } from './redis-entry.js';
+import { coveredBy, markValue, sessionKeys, subjectMarkKey, type CachedFields, type Lookup } from './redis-entry.js';
 import { INSTALL, INSTALL_UNFENCED, INVALIDATE, LOOKUP, MARK_WRITE, PERSISTED, SET_MARK, TOMBSTONE, TOUCH, WRITE_MARK_TTL_MS } from './redis-scripts.js';
 
 /** Where Redis is and how long a call may take (from the configuration). */
@@ -61,13 +61,13 @@ interface ScriptCommands {
   sdPersisted(entry: string, pe: ScriptArg): Promise<number>;
   sdMarkWrite(entry: string, lease: string, ttlMs: ScriptArg, cacheTtlMs: ScriptArg): Promise<number>;
   sdInvalidate(entry: string, lease: string, ttlMs: ScriptArg): Promise<number>;
-  sdLookup(entry: string, check: string, cacheTtlMs: ScriptArg): Promise<string[]>;
+  sdLookup(entry: string, check: string, cacheTtlMs: ScriptArg): Promise<string | number>;
   sdSetMark(mark: string, generation: ScriptArg, keep: string, ttlMs: ScriptArg): Promise<number>;
 }
 type Client = (Redis | Cluster) & ScriptCommands;
 
-/** Splits TOUCH's reply: v, it, ax, ie, pe, ls, g and mk, then d (the rest), newline-separated. */
-export function touchedFields(reply: string): CachedFields {
+/** Splits a LOOKUP or TOUCH reply: v, it, ax, ie, pe, ls, g and mk, then d (the rest), newline-separated. */
+export function entryFields(reply: string): CachedFields {
   const f: string[] = [];
   let from = 0;
   for (let i = 0; i < 8; i++) {
@@ -78,13 +78,6 @@ export function touchedFields(reply: string): CachedFields {
   }
   const [v, it, ax, ie, pe, ls, g, mk] = f as [string, string, string, string, string, string, string, string];
   return { v, it, ax, ie, pe, ls, g, mk, d: reply.slice(from) };
-}
-
-/** A flat HGETALL-style reply as an object. */
-function hashOf(reply: string[]): Record<string, string> {
-  const hash: Record<string, string> = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) hash[reply[i]!] = reply[i + 1]!;
-  return hash;
 }
 
 /** Where and as whom one Redis node is reached: the URL's parts, with the configured login as a fallback. */
@@ -283,8 +276,10 @@ export class RedisGateway {
   lookup(key: SessionKey): Promise<Lookup> {
     return this.guard(async () => {
       const { entry } = sessionKeys(key);
-      const found = lookupOf(hashOf(await this.client.sdLookup(entry, this.scriptChecksMark, this.options.cacheTtlMs)));
-      return found.kind === 'hit' && (await this.markRevokes(entry, found.fields)) ? { kind: 'miss' } : found;
+      const r = await this.client.sdLookup(entry, this.scriptChecksMark, this.options.cacheTtlMs);
+      if (typeof r !== 'string') return r === -1 ? { kind: 'tombstone' } : { kind: 'miss' };
+      const fields = entryFields(r);
+      return (await this.markRevokes(entry, fields)) ? { kind: 'miss' } : { kind: 'hit', fields };
     });
   }
 
@@ -333,7 +328,7 @@ export class RedisGateway {
       const { entry } = sessionKeys(key);
       const r = await this.client.sdTouch(entry, nowMs, this.scriptChecksMark, this.options.cacheTtlMs);
       if (typeof r === 'string') {
-        const fields = touchedFields(r);
+        const fields = entryFields(r);
         return (await this.markRevokes(entry, fields)) ? { kind: 'miss' } : { kind: 'hit', fields };
       }
       return r === -1 ? { kind: 'tombstone' } : r === -2 ? { kind: 'expired' } : { kind: 'miss' };

@@ -1,19 +1,12 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { decodeEntry, encodeEntry, lookupOf, sessionKeys } from '../../src/cache/redis-entry.js';
-import { touchedFields } from '../../src/cache/redis-gateway.js';
+import { decodeEntry, encodeEntry, sessionKeys } from '../../src/cache/redis-entry.js';
+import { entryFields } from '../../src/cache/redis-gateway.js';
 import { newRecord } from '../store/session-store-contract.js';
 
 t.test('a session survives encode/decode exactly', async (t) => {
   const s = newRecord(new Date('2026-01-02T03:04:05.678Z'), { data: { a: [1, { b: null }], u: 'é' } });
   t.same(decodeEntry(s, encodeEntry(s)), s);
-  t.same(lookupOf(encodeEntry(s) as unknown as Record<string, string>), { kind: 'hit', fields: encodeEntry(s) });
-});
-
-t.test('lookups tell tombstones and misses apart', async (t) => {
-  t.same(lookupOf({}), { kind: 'miss' });
-  t.same(lookupOf({ t: '1' }), { kind: 'tombstone' });
-  t.same(lookupOf({ ie: '5' }), { kind: 'miss' }, 'a partial hash (touch on an evicted entry) is a miss');
 });
 
 t.test('all keys of a session share one hash tag; sessions do not', async (t) => {
@@ -26,15 +19,12 @@ t.test('all keys of a session share one hash tag; sessions do not', async (t) =>
   t.not(tag(sessionKeys({ namespace: 'other', idHash: key.idHash }).entry), tag(entry), 'namespaces are part of the tag');
 });
 
-t.test("touch's one-string reply splits back into the entry's fields, data with newlines escaped", async (t) => {
+t.test("lookup's and touch's one-string reply splits back into the entry's fields, data with newlines escaped", async (t) => {
   const s = newRecord(new Date('2026-01-02T03:04:05.678Z'), { data: { text: 'line 1\nline 2', n: 1 } });
   const f = encodeEntry(s);
   const reply = [f.v, f.it, f.ax, f.ie, f.pe, f.ls, f.g, f.mk, f.d].join('\n');
-  t.same(touchedFields(reply), f);
-  t.same(decodeEntry(s, touchedFields(reply)), s);
-  t.throws(() => touchedFields('1\n2\n3'), /malformed/, 'a short reply is refused, not misread');
+  t.same(entryFields(reply), f);
+  t.same(decodeEntry(s, entryFields(reply)), s);
+  t.throws(() => entryFields('1\n2\n3'), /malformed/, 'a short reply is refused, not misread');
 });
 
-t.test('a write marker reads as a miss', async (t) => {
-  t.same(lookupOf({ w: '1' }), { kind: 'miss' });
-});

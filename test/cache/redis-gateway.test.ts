@@ -1,5 +1,6 @@
 /**
- * The gateway's per-call deadline against a real Redis, when the event loop was blocked.
+ * The gateway against a real Redis: what a lookup answers, and the per-call deadline when the
+ * event loop was blocked.
  *
  * After a block, Node runs due timers before it reads the sockets: a reply that arrived well
  * within the deadline sat unread while the loop was busy, and a deadline checked in the timer
@@ -10,8 +11,11 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { sessionKeys } from '../../src/cache/redis-entry.js';
+import { decodeEntry, encodeEntry, sessionKeys } from '../../src/cache/redis-entry.js';
+import type { SessionKey } from '../../src/domain/session.js';
+import { subjectHashOf } from '../../src/domain/token.js';
 import { gatewayOptions, privateRedis, sharedRedisUrl, testGateway } from '../helpers/redis.js';
+import { newRecord } from '../store/session-store-contract.js';
 
 /**
  * Blocks this thread (the event loop with it) until `key` exists in Redis, seen over a
@@ -85,4 +89,41 @@ t.test('a reply that does not come is still cut off at the deadline', async (t) 
   await t.rejects(gateway.takeLease(key, 'x'), { name: 'CacheUnavailableError' }, 'the held call fails');
   t.equal(await admin.exists(sessionKeys(key).lease), 0, 'before Redis carried it out');
   await admin.client('UNPAUSE');
+});
+
+t.test('a lookup answers an installed entry field for field, a tombstone as one, and everything without data as a miss', async (t) => {
+  const url = await sharedRedisUrl(t);
+  const gateway = await testGateway(t, gatewayOptions({ url }));
+  const { Redis } = await import('ioredis');
+  const admin = new Redis(url);
+  t.teardown(() => admin.disconnect());
+  const now = new Date();
+  const key = (): SessionKey => ({ namespace: 'gw', idHash: randomBytes(32) });
+
+  const plain = key();
+  t.same(await gateway.lookup(plain), { kind: 'miss' }, 'nothing there');
+  const s = newRecord(now, { ...plain, data: { text: 'line 1\nline 2', quote: '"\\', n: 1 }, subject: null });
+  t.equal(await gateway.takeLease(plain, 'l1'), true);
+  t.equal((await gateway.install(plain, 'l1', encodeEntry(s))).installed, 1);
+  const hit = await gateway.lookup(plain);
+  t.same(hit, { kind: 'hit', fields: encodeEntry(s) }, 'every field as installed, data with a newline whole');
+  t.same(hit.kind === 'hit' ? decodeEntry(plain, hit.fields) : null, s);
+
+  const withSubject = key();
+  const r = newRecord(now, { ...withSubject, subject: 'user-lookup' });
+  t.equal(await gateway.takeLease(withSubject, 'l2'), true);
+  await gateway.install(withSubject, 'l2', encodeEntry(r));
+  t.same(await gateway.lookup(withSubject), { kind: 'hit', fields: encodeEntry(r) }, "a subject's entry below no mark");
+  await gateway.markSubject({ namespace: r.namespace, subjectHash: subjectHashOf('user-lookup'), generation: 1, keepIdHash: null });
+  t.same(await gateway.lookup(withSubject), { kind: 'miss' }, 'the subject revoked: a miss');
+
+  await gateway.tombstone(plain);
+  t.same(await gateway.lookup(plain), { kind: 'tombstone' });
+
+  const marked = key();
+  await gateway.markWrite(marked);
+  t.same(await gateway.lookup(marked), { kind: 'miss' }, 'a write marker');
+  const register = key();
+  await admin.hset(sessionKeys(register).entry, 'ie', String(now.getTime()), 'ls', String(now.getTime()));
+  t.same(await gateway.lookup(register), { kind: 'miss' }, 'a touch register without data');
 });
