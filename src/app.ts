@@ -211,8 +211,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         reply.header('cache-control', 'no-store');
         done(null, payload);
       });
-      await registerRateLimit(v1, { redis: app.redis, policies: config.policies, counters: app.rateLimitCounters });
-      await v1.register(sessionRoutes, { service, guessing });
+      const chargeRateLimit = await registerRateLimit(v1, { redis: app.redis, policies: config.policies, counters: app.rateLimitCounters });
+      await v1.register(sessionRoutes, { service, guessing, chargeRateLimit });
       await v1.register(subjectRoutes, { service });
     },
     { prefix: '/v1' },

@@ -31,6 +31,7 @@ t.test('every operation is described with its problems and security', async (t) 
     'revokeSubjectSessions',
     'rotateCurrentSession',
     'touchCurrentSession',
+    'touchSessionsBatch',
   ]);
   for (const { path, method, op } of operations) {
     t.ok(op.security, `${method} ${path} requires the API key`);

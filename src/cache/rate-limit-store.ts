@@ -147,13 +147,13 @@ export class RateLimitStore {
     return new ScopedRateLimitStore(this, `${String(info.method ?? '')}${String(info.url ?? '')}:`);
   }
 
-  /** @internal */
-  increment(scope: string, key: string, cb: Callback, timeWindow: number): void {
+  /** @internal `delta`: what the request counts for (a batch counts each of its items). */
+  increment(scope: string, key: string, cb: Callback, timeWindow: number, delta = 1): void {
     let result: RateLimitCount;
     try {
       const now = this.now();
       const w = this.window(scope, key, timeWindow, now, true)!;
-      w.unsent += 1;
+      w.unsent += delta;
       this.schedule();
       result = { current: count(w), ttl: w.windowEnd - now };
     } catch (err) {

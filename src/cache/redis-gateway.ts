@@ -66,6 +66,11 @@ interface ScriptCommands {
 }
 type Client = (Redis | Cluster) & ScriptCommands;
 
+/** TOUCH's answer when it found no live entry: -1 tombstone, -2 expired, anything else a miss. */
+function touchOutcomeOf(r: number): TouchOutcome {
+  return r === -1 ? { kind: 'tombstone' } : r === -2 ? { kind: 'expired' } : { kind: 'miss' };
+}
+
 /** Splits a LOOKUP or TOUCH reply: v, it, ax, ie, pe, ls, g and mk, then d (the rest), newline-separated. */
 export function entryFields(reply: string): CachedFields {
   const f: string[] = [];
@@ -325,13 +330,44 @@ export class RedisGateway {
 
   touch(key: SessionKey, nowMs: number): Promise<TouchOutcome> {
     return this.guard(async () => {
-      const { entry } = sessionKeys(key);
-      const r = await this.client.sdTouch(entry, nowMs, this.scriptChecksMark, this.options.cacheTtlMs);
+      const args = this.touchArgs(key, nowMs);
+      const entry = args[0];
+      const r = await this.client.sdTouch(...args);
       if (typeof r === 'string') {
         const fields = entryFields(r);
         return (await this.markRevokes(entry, fields)) ? { kind: 'miss' } : { kind: 'hit', fields };
       }
-      return r === -1 ? { kind: 'tombstone' } : r === -2 ? { kind: 'expired' } : { kind: 'miss' };
+      return touchOutcomeOf(r);
+    });
+  }
+
+  /** TOUCH's key and arguments, for touch and touchMany alike. */
+  private touchArgs(key: SessionKey, nowMs: number): [string, number, string, number] {
+    return [sessionKeys(key).entry, nowMs, this.scriptChecksMark, this.options.cacheTtlMs];
+  }
+
+  /** False on Redis Cluster: its pipelines take keys of one slot only, so touchMany is not for it. */
+  get pipelines(): boolean {
+    return this.scriptChecksMark === '1';
+  }
+
+  /**
+   * TOUCH for many sessions in one round trip: a pipeline of the script's calls, under one
+   * breaker check and the same command deadline as one touch. A failed pipeline throws
+   * CacheUnavailableError; a call that failed on its own is `undefined` in the answer (its
+   * caller serves it like a touch Redis did not answer). One node only (`pipelines`): there the
+   * scripts check the subject's mark themselves.
+   */
+  touchMany(keys: SessionKey[], nowMs: number): Promise<Array<TouchOutcome | undefined>> {
+    return this.guard(async () => {
+      const pipeline = this.client.pipeline();
+      for (const key of keys) (pipeline as unknown as ScriptCommands).sdTouch(...this.touchArgs(key, nowMs));
+      const replies = (await pipeline.exec()) ?? [];
+      return keys.map((_key, i) => {
+        const [err, r] = replies[i] ?? [new Error('no reply')];
+        if (err !== null) return undefined;
+        return typeof r === 'string' ? { kind: 'hit', fields: entryFields(r) } : touchOutcomeOf(r as number);
+      });
     });
   }
 

@@ -7,6 +7,7 @@ export type ProblemCode =
   | 'client_tokens_disabled'
   | 'payload_too_large'
   | 'invalid_request'
+  | 'batch_too_large'
   | 'unsupported_media_type'
   | 'unauthorized'
   | 'rate_limited'

@@ -1,5 +1,5 @@
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RedisGateway } from '../cache/redis-gateway.js';
 import { RateLimitStore, type RateLimitFlushCounters } from '../cache/rate-limit-store.js';
 import type { NamespacePolicies } from '../domain/policies.js';
@@ -34,6 +34,14 @@ function clientKey(request: FastifyRequest): string {
 }
 
 /**
+ * Counts `extra` more requests of the caller, for a call that stands for several (a batch of N
+ * sessions counts N; the plugin counted one), and sets the rate-limit headers to the count after
+ * it. Answers the 429 to throw when that count is over the limit (counted, with Retry-After, as
+ * the plugin's own), else null; a namespace without a limit counts nothing.
+ */
+export type RateLimitCharge = (request: FastifyRequest, reply: FastifyReply, extra: number) => Promise<DomainError | null>;
+
+/**
  * Per-client rate limiting for the /v1 routes, registered after authentication (so a 401 is
  * never counted) and keyed by the API client, never by IP: the callers are app servers.
  * Limits come from the caller's namespace policy; `max: 0` means no limit (and no headers).
@@ -41,9 +49,9 @@ function clientKey(request: FastifyRequest): string {
  * Counting never waits on Redis (see RateLimitStore): each request is answered from local
  * counts that a background flusher merges with the shared Redis counters once per interval.
  * When Redis is down each replica goes on limiting on its own counts: never a 500, never
- * silently unlimited.
+ * silently unlimited. Answers the charge for calls that count for several (RateLimitCharge).
  */
-export async function registerRateLimit(v1: FastifyInstance, options: RateLimitOptions): Promise<void> {
+export async function registerRateLimit(v1: FastifyInstance, options: RateLimitOptions): Promise<RateLimitCharge> {
   const { policies, counters } = options;
   const log = v1.log.child({ component: 'rate-limit' });
   let lastErrorLog = 0;
@@ -79,13 +87,34 @@ export async function registerRateLimit(v1: FastifyInstance, options: RateLimitO
     onExceeded: () => {
       counters.rejected += 1;
     },
-    errorResponseBuilder: (request, context) => {
-      const seconds = Math.max(1, Math.ceil(context.ttl / 1000));
-      return new DomainError(
-        429,
-        'rate_limited',
-        `This API client made more than ${context.max} requests in ${policy(request).windowSeconds} s; retry in ${seconds} s.`,
-      );
-    },
+    errorResponseBuilder: (request, context) => tooMany(request, context.max, context.ttl),
   });
+
+  function tooMany(request: FastifyRequest, max: number, ttlMs: number): DomainError {
+    const seconds = Math.max(1, Math.ceil(ttlMs / 1000));
+    return new DomainError(429, 'rate_limited', `This API client made more than ${max} requests in ${policy(request).windowSeconds} s; retry in ${seconds} s.`);
+  }
+
+  return (request, reply, extra) => {
+    const caller = request.caller as FastifyRequest['caller'] | undefined;
+    if (caller === undefined || extra <= 0) return Promise.resolve(null);
+    const { max, windowSeconds } = policy(request);
+    if (max === 0) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      store.increment(
+        '',
+        clientKey(request),
+        (err, count) => {
+          if (err !== null || count === undefined) return reject(err ?? new Error('no count'));
+          reply.header('x-ratelimit-remaining', String(Math.max(0, max - count.current)));
+          if (count.current <= max) return resolve(null);
+          counters.rejected += 1;
+          reply.header('retry-after', String(Math.max(1, Math.ceil(count.ttl / 1000))));
+          resolve(tooMany(request, max, count.ttl));
+        },
+        windowSeconds * 1000,
+        extra,
+      );
+    });
+  };
 }

@@ -99,6 +99,7 @@ export const ProblemSchema = Type.Object(
         'client_tokens_disabled',
         'payload_too_large',
         'invalid_request',
+        'batch_too_large',
         'unsupported_media_type',
         'unauthorized',
         'rate_limited',
@@ -110,6 +111,7 @@ export const ProblemSchema = Type.Object(
     detail: Type.Optional(Type.String()),
     currentVersion: Type.Optional(Type.Integer({ description: 'With version_mismatch: the current version.' })),
     limitBytes: Type.Optional(Type.Integer({ description: 'With payload_too_large: the data size limit.' })),
+    maxBatch: Type.Optional(Type.Integer({ description: 'With batch_too_large: the most sessions one batch call takes.' })),
     errors: Type.Optional(
       Type.Array(
         Type.Object(
@@ -168,6 +170,38 @@ export const CreateWithTokenHeaders = Type.Object({
   'if-none-match': Type.Optional(Type.String({ description: 'Must be `*`: create only if no session holds (or held, and could still be alive under) this token.' })),
 });
 
+/** The most sessions one batch call takes (docs/design.md §3). */
+export const MAX_BATCH = 100;
+
+export const TouchBatchBody = Type.Object(
+  {
+    tokens: Type.Array(Type.String({ description: 'A session token.' }), {
+      minItems: 1,
+      maxItems: MAX_BATCH,
+      description: `The session tokens, 1 to ${MAX_BATCH} (more: 400 \`batch_too_large\`). A token may appear more than once; each is answered.`,
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export const TouchBatchResultSchema = Type.Object(
+  {
+    status: Type.Integer({ description: 'What the single touch would have answered for this token: 200, 404, 500 or 503.' }),
+    session: Type.Optional(Type.Ref('Session')),
+    rotated: Type.Optional(
+      Type.Boolean({ description: 'With 200: true when the token was rotated away and is in its grace (the single call\'s Session-Rotated: true).' }),
+    ),
+    code: Type.Optional(Type.String({ description: 'Otherwise: the problem code the single call would have answered (session_not_found, store_unavailable, internal_error).' })),
+    detail: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false, $id: 'TouchBatchResult' },
+);
+
+export const TouchBatchAnswerSchema = Type.Object(
+  { results: Type.Array(Type.Ref('TouchBatchResult'), { description: 'One per token, in the order of `tokens`.' }) },
+  { additionalProperties: false, $id: 'TouchBatchAnswer' },
+);
+
 export const IdParams = Type.Object({
   id: Type.String({ description: 'Public session id.' }),
 });
@@ -198,6 +232,8 @@ export type SharedSchemas = {
   SubjectSession: typeof SubjectSessionSchema;
   SubjectSessionPage: typeof SubjectSessionPageSchema;
   Problem: typeof ProblemSchema;
+  TouchBatchResult: typeof TouchBatchResultSchema;
+  TouchBatchAnswer: typeof TouchBatchAnswerSchema;
 };
 
 /**
@@ -218,6 +254,8 @@ export const sharedSchemas = [
   SubjectSessionSchema,
   SubjectSessionPageSchema,
   ProblemSchema,
+  TouchBatchResultSchema,
+  TouchBatchAnswerSchema,
 ];
 
 const problem = (description: string, headers?: Record<string, { type: string; description: string }>) => ({
@@ -255,6 +293,9 @@ export const problems = {
     'retry-after': { type: 'integer', description: 'Seconds to wait before retrying.' },
   }),
 } as const;
+
+/** A batch call's 400: the single call's, and a batch over its limit. */
+export const batchProblem400 = problem('Invalid request (`invalid_request`), or more tokens than one batch takes (`batch_too_large`, with `maxBatch`).');
 
 /** The problem responses a route can give, by status. */
 export function problemResponses<K extends keyof typeof problems>(...codes: K[]): Pick<typeof problems, K> {

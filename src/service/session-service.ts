@@ -143,6 +143,32 @@ export class SessionService {
     return byToken(key, this.found(await this.store.touch(key, this.clock())));
   }
 
+  /**
+   * touch() of many tokens at once (the batch route, docs/design.md §3): one answer per token,
+   * in order, each a TokenRead or the error the single touch would have thrown for it
+   * (session_not_found for an unknown or malformed token). All at one `now`.
+   */
+  async touchMany(namespace: string, tokens: string[]): Promise<Array<PromiseSettledResult<TokenRead>>> {
+    const now = this.clock();
+    const keys = tokens.map((token): SessionKey | null => (isTokenShaped(token) ? { namespace, idHash: hashToken(token) } : null));
+    const live = keys.filter((key): key is SessionKey => key !== null);
+    const store = this.store;
+    const answers =
+      live.length === 0
+        ? []
+        : store.touchMany !== undefined
+          ? await store.touchMany(live, now)
+          : await Promise.allSettled(live.map((key) => store.touch(key, now)));
+    let next = 0;
+    return keys.map((key): PromiseSettledResult<TokenRead> => {
+      if (key === null) return { status: 'rejected', reason: new SessionNotFoundError() };
+      const answer = answers[next++]!;
+      if (answer.status === 'rejected') return answer;
+      if (answer.value === null) return { status: 'rejected', reason: new SessionNotFoundError() };
+      return { status: 'fulfilled', value: byToken(key, answer.value) };
+    });
+  }
+
   /** Compare-and-set: `expected` (If-Match) is required. */
   async replaceData(namespace: string, token: string, data: SessionData, expected: ExpectedVersion | undefined): Promise<SessionRecord> {
     if (expected === undefined) throw new PreconditionRequiredError();

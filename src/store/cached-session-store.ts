@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { CacheCounters } from '../cache/cache-counters.js';
 import { decodeEntry, encodeEntry } from '../cache/redis-entry.js';
-import { CacheUnavailableError, type RedisGateway } from '../cache/redis-gateway.js';
+import { CacheUnavailableError, type RedisGateway, type TouchOutcome } from '../cache/redis-gateway.js';
 import {
   decideTouch,
   isLive,
@@ -149,6 +149,34 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
       if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.touch(key, now), err);
       throw err;
     }
+    return this.touched(key, now, outcome);
+  }
+
+  /**
+   * touch() of many sessions (the batch route): one Redis round trip for all of them (a
+   * pipeline of TOUCH), then each is served as touch() serves its outcome. Each answer stands
+   * alone: one that failed does not fail the others. Without Redis (breaker open, the pipeline
+   * failed) each is served by MariaDB, as touch() is; on Redis Cluster each is a touch() of its own.
+   */
+  async touchMany(keys: SessionKey[], now: Date): Promise<Array<PromiseSettledResult<SessionRecord | null>>> {
+    if (!this.redis.available() || !this.redis.pipelines) return Promise.allSettled(keys.map((key) => this.touch(key, now)));
+    let outcomes: Array<TouchOutcome | undefined>;
+    try {
+      outcomes = await this.redis.touchMany(keys, now.getTime());
+    } catch (err) {
+      if (!(err instanceof CacheUnavailableError)) throw err;
+      return Promise.allSettled(keys.map((key) => this.fallback(() => this.db.touch(key, now))));
+    }
+    return Promise.allSettled(
+      keys.map((key, i) => {
+        const outcome = outcomes[i];
+        return outcome === undefined ? this.fallback(() => this.db.touch(key, now)) : this.touched(key, now, outcome);
+      }),
+    );
+  }
+
+  /** Serves a touch by what Redis's TOUCH found. */
+  private async touched(key: SessionKey, now: Date, outcome: TouchOutcome): Promise<SessionRecord | null> {
     switch (outcome.kind) {
       case 'tombstone':
         this.counters.hits += 1;

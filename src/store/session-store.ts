@@ -50,6 +50,11 @@ export interface SessionStore {
    * session as it now stands, or null when it is not live. Follows a rotation grace like get.
    */
   touch(key: SessionKey, now: Date): Promise<SessionRecord | null>;
+  /**
+   * touch() of many keys at once, each answered on its own (a failure of one is its rejection
+   * alone), in the order of `keys`. Optional: a store without it is touched key by key.
+   */
+  touchMany?(keys: SessionKey[], now: Date): Promise<Array<PromiseSettledResult<SessionRecord | null>>>;
   /** Replaces data when the version matches; bumps the version. */
   replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult>;
   /** Applies an RFC 7396 merge patch atomically; bumps the version. */

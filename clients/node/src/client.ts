@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import { SessiondError, type Problem } from './errors.js';
 import type { components, operations } from './sessiond-api.js';
@@ -9,6 +10,7 @@ export type IssuedSession = components['schemas']['IssuedSession'];
 export type SubjectSessionPage = components['schemas']['SubjectSessionPage'];
 export type CreateSessionInput = NonNullable<operations['createSession']['requestBody']>['content']['application/json'];
 export type RotateInput = NonNullable<operations['rotateCurrentSession']['requestBody']>['content']['application/json'];
+export type TouchBatchResult = components['schemas']['TouchBatchResult'];
 
 export interface ClientOptions {
   /** Base URL of the service, e.g. `http://sessiond.internal:8080` (a path prefix is kept). */
@@ -23,6 +25,12 @@ export interface ClientOptions {
   connections?: number;
   /** Bring your own undici dispatcher (Pool, Agent, a mock…) instead of the built-in pool. */
   dispatcher?: Dispatcher;
+  /**
+   * How long `touch` calls are collected into one batch call (`POST /v1/sessions/batch/touch`):
+   * 0 (the default) = the calls of one event-loop turn; a number of milliseconds = that window;
+   * `false` = every touch is a call of its own. A lone touch still goes out as the single call.
+   */
+  batchWindow?: number | false;
 }
 
 export interface CallOptions {
@@ -30,6 +38,8 @@ export interface CallOptions {
   timeout?: number;
   /** Aborts the call; it then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** This call's further attempts where it is safe to repeat (default: the client's). */
+  retries?: number;
 }
 
 /** One HTTP call as the client makes it; `request()` is the escape hatch for anything else. */
@@ -54,6 +64,9 @@ const DEFAULT_TIMEOUT_MS = 2000;
 const DEFAULT_RETRIES = 2;
 const DEFAULT_CONNECTIONS = 32;
 const BACKOFF_MS = 25;
+/** The most tokens the service takes in one batch call (its `maxBatch`). */
+export const MAX_BATCH = 100;
+const BATCH_PATH = '/v1/sessions/batch/touch';
 
 // Failures where the request cannot have reached the service: any call may be repeated.
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
@@ -137,6 +150,7 @@ export class SessiondClient {
   readonly #authorization: string;
   readonly #timeout: number;
   readonly #retries: number;
+  readonly #batcher: TouchBatcher | undefined;
 
   constructor(options: ClientOptions) {
     const url = new URL(options.url);
@@ -156,6 +170,11 @@ export class SessiondClient {
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
       });
+    const window = options.batchWindow ?? 0;
+    if (window !== false) {
+      if (!Number.isFinite(window) || window < 0) throw new TypeError(`sessiond batchWindow must be false or a number of ms >= 0, got ${window}`);
+      this.#batcher = new TouchBatcher(this, window, this.#timeout, this.#retries, (token, options) => this.#touchOne(token, options));
+    }
   }
 
   /** Creates a session with a token the service mints. */
@@ -178,8 +197,16 @@ export class SessiondClient {
     return this.#orNull(this.request<Session>({ method: 'GET', path: '/v1/sessions/current', token, idempotent: true }, options));
   }
 
-  /** Slides the idle expiry and answers the session (one call per app request), or null. */
-  async touch(token: string, options?: CallOptions): Promise<Session | null> {
+  /**
+   * Slides the idle expiry and answers the session (one call per app request), or null. The
+   * touches of one event-loop turn (`batchWindow`) go out as one batch call; each keeps its own
+   * deadline, signal and errors.
+   */
+  touch(token: string, options?: CallOptions): Promise<Session | null> {
+    return this.#batcher === undefined ? this.#touchOne(token, options) : this.#batcher.add(token, options);
+  }
+
+  #touchOne(token: string, options?: CallOptions): Promise<Session | null> {
     return this.#orNull(this.request<Session>({ method: 'POST', path: '/v1/sessions/current/touch', token, idempotent: true }, options));
   }
 
@@ -255,6 +282,7 @@ export class SessiondClient {
    */
   async request<T = unknown>(spec: RequestSpec, options: CallOptions = {}): Promise<Reply<T>> {
     const timeout = options.timeout ?? this.#timeout;
+    const retries = options.retries ?? this.#retries;
     const outer = options.signal;
     if (outer?.aborted) throw outer.reason;
     // One timer per call, no AbortController: the deadline aborts the attempt in flight through
@@ -276,14 +304,14 @@ export class SessiondClient {
         } catch (err) {
           if (call.ended) throw abortError(spec, timeout, outer, err);
           const code = (err as { code?: string }).code ?? '';
-          if (attempt < this.#retries && (spec.idempotent || NOT_SENT.has(code)) && (await backoff(attempt, call))) continue;
+          if (attempt < retries && (spec.idempotent || NOT_SENT.has(code)) && (await backoff(attempt, call))) continue;
           if (call.ended) throw abortError(spec, timeout, outer, err);
           throw new SessiondError('connection_failed', 0, `sessiond ${spec.method} ${routeOf(spec.path)}: ${code || (err as Error).message}`, undefined, { cause: err });
         }
         if (answer.status >= 200 && answer.status < 300) {
           return { status: answer.status, body: (answer.text === '' ? undefined : JSON.parse(answer.text)) as T };
         }
-        if (spec.idempotent && RETRYABLE_STATUS.has(answer.status) && attempt < this.#retries && (await backoff(attempt, call))) continue;
+        if (spec.idempotent && RETRYABLE_STATUS.has(answer.status) && attempt < retries && (await backoff(attempt, call))) continue;
         throw problemError(spec, answer);
       }
     } finally {
@@ -307,6 +335,148 @@ export class SessiondClient {
       throw err;
     }
   }
+}
+
+/** One touch waiting in a batch: its own deadline and signal (through Deadline), its attempts. */
+interface PendingTouch {
+  token: string;
+  call: Deadline;
+  timeout: number;
+  options: CallOptions | undefined;
+  attempt: number;
+  resolve: (session: Session | null) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Collects the touches of one event-loop turn (or `window` ms) into one batch call: one HTTP
+ * request, one JSON body, one answer for up to MAX_BATCH sessions, where each touch alone costs
+ * a request of its own. Each touch keeps its deadline and signal (ending it rejects that touch
+ * only) and gets its own answer: the session, null (404), or the item's error as a
+ * SessiondError. The batch call is retried like a touch (it is as safe to repeat); an item that
+ * answered 502/503/504 goes into a later batch, within its deadline and the client's retries.
+ * A lone touch goes out as the single call; a service without the batch route (404
+ * `route_not_found`) gets single calls from then on.
+ */
+class TouchBatcher {
+  #queue: PendingTouch[] = [];
+  #scheduled = false;
+  #unsupported = false;
+
+  constructor(
+    private readonly client: SessiondClient,
+    private readonly window: number,
+    private readonly timeout: number,
+    private readonly retries: number,
+    private readonly single: (token: string, options?: CallOptions) => Promise<Session | null>,
+  ) {}
+
+  add(token: string, options: CallOptions | undefined): Promise<Session | null> {
+    if (this.#unsupported) return this.single(token, options);
+    const outer = options?.signal;
+    if (outer?.aborted) return Promise.reject(outer.reason);
+    const timeout = options?.timeout ?? this.timeout;
+    return new Promise((resolve, reject) => {
+      const call = new Deadline(timeout, outer);
+      const item: PendingTouch = { token, call, timeout, options, attempt: 0, resolve, reject };
+      call.fail = (reason) => {
+        call.done();
+        reject(outer?.aborted ? outer.reason : new SessiondError('deadline_exceeded', 0, `sessiond POST ${BATCH_PATH}: no answer within ${timeout} ms`, undefined, { cause: reason }));
+      };
+      this.#enqueue(item);
+    });
+  }
+
+  #enqueue(item: PendingTouch): void {
+    this.#queue.push(item);
+    if (this.#queue.length >= MAX_BATCH) {
+      this.#flush();
+      return;
+    }
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    if (this.window === 0) setImmediate(() => this.#flush());
+    else setTimeout(() => this.#flush(), this.window);
+  }
+
+  #flush(): void {
+    const items = this.#queue.filter((item) => !item.call.ended);
+    this.#queue = [];
+    this.#scheduled = false;
+    if (items.length === 0) return;
+    if (items.length === 1 || this.#unsupported) {
+      for (const item of items) this.#alone(item);
+      return;
+    }
+    // The batch call lives as long as its longest-lived touch; each touch ends on its own.
+    let timeout = 0;
+    for (const item of items) timeout = Math.max(timeout, item.call.left);
+    const body = JSON.stringify({ tokens: items.map((item) => item.token) });
+    this.client.request<{ results: TouchBatchResult[] }>({ method: 'POST', path: BATCH_PATH, body, idempotent: true }, { timeout: Math.max(1, Math.ceil(timeout)) }).then(
+      ({ body: answer }) => {
+        items.forEach((item, i) => this.#answer(item, answer.results[i]));
+      },
+      (err: unknown) => {
+        if (err instanceof SessiondError && err.status === 404 && err.code === 'route_not_found') {
+          // A service from before the batch route: single calls from now on.
+          this.#unsupported = true;
+          for (const item of items) this.#alone(item);
+          return;
+        }
+        for (const item of items) this.#settle(item, () => item.reject(err));
+      },
+    );
+  }
+
+  /** The single call, with what is left of the touch's deadline and of its retries. */
+  #alone(item: PendingTouch): void {
+    if (item.call.ended) return;
+    const options: CallOptions = { timeout: Math.max(1, Math.ceil(item.call.left)), retries: Math.max(0, (item.options?.retries ?? this.retries) - item.attempt) };
+    if (item.options?.signal !== undefined) options.signal = item.options.signal;
+    item.call.done();
+    item.call.ended = true;
+    this.single(item.token, options).then(item.resolve, item.reject);
+  }
+
+  #settle(item: PendingTouch, settle: () => void): void {
+    if (item.call.ended) return; // its deadline or signal already rejected it
+    item.call.done();
+    item.call.ended = true;
+    settle();
+  }
+
+  #answer(item: PendingTouch, result: TouchBatchResult | undefined): void {
+    if (item.call.ended) return;
+    if (result === undefined) {
+      this.#settle(item, () => item.reject(new SessiondError('internal_error', 0, `sessiond POST ${BATCH_PATH}: the answer has no result for this session`)));
+      return;
+    }
+    if (result.status === 200 && result.session !== undefined) {
+      const session = result.session;
+      this.#settle(item, () => item.resolve(session));
+      return;
+    }
+    const code = result.code ?? `http_${result.status}`;
+    if (result.status === 404 && code === 'session_not_found') {
+      this.#settle(item, () => item.resolve(null));
+      return;
+    }
+    if (RETRYABLE_STATUS.has(result.status) && item.attempt < (item.options?.retries ?? this.retries)) {
+      const attempt = item.attempt++;
+      void backoff(attempt, item.call).then((again) => {
+        if (again) this.#enqueue(item);
+        else this.#settle(item, () => item.reject(itemError(result, code)));
+      });
+      return;
+    }
+    this.#settle(item, () => item.reject(itemError(result, code)));
+  }
+}
+
+function itemError(result: TouchBatchResult, code: string): SessiondError {
+  const detail = result.detail ?? `HTTP ${result.status}`;
+  const problem = { type: 'about:blank', title: STATUS_CODES[result.status] ?? 'Error', status: result.status, code, detail } as Problem;
+  return new SessiondError(code, result.status, `sessiond POST ${BATCH_PATH}: ${result.status} ${code}: ${detail}`, problem);
 }
 
 /**

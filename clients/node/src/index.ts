@@ -11,6 +11,7 @@ export type {
   SessionData,
   SessionMetadata,
   SubjectSessionPage,
+  TouchBatchResult,
 } from './client.js';
 export { SessiondError } from './errors.js';
 export type { Problem, SessiondErrorCode } from './errors.js';

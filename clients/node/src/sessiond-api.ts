@@ -72,6 +72,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/batch/touch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Touch many sessions in one call
+         * @description The per-request call of many app requests at once (a client collects the touches of one event-loop turn): each token is touched as by POST /v1/sessions/current/touch and answered on its own, in order: `status` 200 with the session (and `rotated` in a rotation grace), or the single call's problem `code` (404 `session_not_found`, 503 `store_unavailable`). Tokens travel in the body only. At most 100 tokens (400 `batch_too_large`). The rate limit counts each token as a request (429 for the whole batch when they pass the limit), and each token that matched nothing counts as a failed lookup, as single calls would.
+         */
+        post: operations["touchSessionsBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/current/data": {
         parameters: {
             query?: never;
@@ -265,12 +285,14 @@ export interface components {
              * @description Stable machine code.
              * @enum {string}
              */
-            code: "session_not_found" | "version_mismatch" | "precondition_required" | "session_exists" | "client_tokens_disabled" | "payload_too_large" | "invalid_request" | "unsupported_media_type" | "unauthorized" | "rate_limited" | "route_not_found" | "store_unavailable" | "internal_error";
+            code: "session_not_found" | "version_mismatch" | "precondition_required" | "session_exists" | "client_tokens_disabled" | "payload_too_large" | "invalid_request" | "batch_too_large" | "unsupported_media_type" | "unauthorized" | "rate_limited" | "route_not_found" | "store_unavailable" | "internal_error";
             detail?: string;
             /** @description With version_mismatch: the current version. */
             currentVersion?: number;
             /** @description With payload_too_large: the data size limit. */
             limitBytes?: number;
+            /** @description With batch_too_large: the most sessions one batch call takes. */
+            maxBatch?: number;
             /** @description With invalid_request from a schema check: each failing field. */
             errors?: {
                 /** @description Which part of the request: body, querystring, params or headers. */
@@ -280,6 +302,20 @@ export interface components {
                 /** @description What is wrong with it. */
                 detail: string;
             }[];
+        };
+        TouchBatchResult: {
+            /** @description What the single touch would have answered for this token: 200, 404, 500 or 503. */
+            status: number;
+            session?: components["schemas"]["Session"];
+            /** @description With 200: true when the token was rotated away and is in its grace (the single call's Session-Rotated: true). */
+            rotated?: boolean;
+            /** @description Otherwise: the problem code the single call would have answered (session_not_found, store_unavailable, internal_error). */
+            code?: string;
+            detail?: string;
+        };
+        TouchBatchAnswer: {
+            /** @description One per token, in the order of `tokens`. */
+            results: components["schemas"]["TouchBatchResult"][];
         };
     };
     responses: never;
@@ -817,6 +853,112 @@ export interface operations {
             };
             /** @description No live session for this token or id in your namespace (`session_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong content type for the body, also for a body an operation does not take (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API client exceeded its rate limit (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds until the window ends. */
+                    "retry-after"?: number;
+                    /** @description Requests the client may make per window (its namespace's policy). */
+                    "x-ratelimit-limit"?: number;
+                    /** @description Requests left in the current window. */
+                    "x-ratelimit-remaining"?: number;
+                    /** @description Seconds until the window ends. */
+                    "x-ratelimit-reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error (`internal_error`). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description MariaDB unavailable (`store_unavailable`). */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    touchSessionsBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The session tokens, 1 to 100 (more: 400 `batch_too_large`). A token may appear more than once; each is answered. */
+                    tokens: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description One result per token, in the order of `tokens`. */
+            200: {
+                headers: {
+                    /** @description Requests the client may make per window (its namespace's policy). */
+                    "x-ratelimit-limit"?: number;
+                    /** @description Requests left in the current window. */
+                    "x-ratelimit-remaining"?: number;
+                    /** @description Seconds until the window ends. */
+                    "x-ratelimit-reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TouchBatchAnswer"];
+                };
+            };
+            /** @description Invalid request (`invalid_request`), or more tokens than one batch takes (`batch_too_large`, with `maxBatch`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or unknown API key (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Session data larger than the limit (`payload_too_large`). */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -5,6 +5,7 @@ import { publicIdOf } from '../../domain/token.js';
 import type { IssuedSession, SessionService, TokenRead } from '../../service/session-service.js';
 import { etagOf, parseIfMatch, parseIfNoneMatch } from '../preconditions.js';
 import {
+  batchProblem400,
   CreateSessionBody,
   CreateWithTokenHeaders,
   IdParams,
@@ -12,9 +13,13 @@ import {
   rateLimitHeaders,
   RotateBody,
   type SchemaTypeProvider,
+  MAX_BATCH,
   SessionTokenHeaders,
+  TouchBatchBody,
   WriteHeaders,
 } from '../schemas.js';
+import { DomainError } from '../../domain/errors.js';
+import type { RateLimitCharge } from '../rate-limit.js';
 import { sendProblem } from '../problem.js';
 import type { GuessingMonitor } from '../guessing-monitor.js';
 import { bindLog } from '../authenticate.js';
@@ -23,6 +28,8 @@ import { sessionView } from '../session-view.js';
 export interface SessionRoutesOptions {
   service: SessionService;
   guessing: GuessingMonitor;
+  /** Counts a batch as its sessions (the rate-limit plugin counted the request as one). */
+  chargeRateLimit: RateLimitCharge;
 }
 
 const MERGE_PATCH = 'application/merge-patch+json';
@@ -68,7 +75,7 @@ function sendIssued(request: FastifyRequest, reply: FastifyReply, issued: Issued
     .send({ token: issued.token, session: sessionView(issued.session) });
 }
 
-export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service, guessing }) => {
+export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fastify, { service, guessing, chargeRateLimit }) => {
   const app = fastify.withTypeProvider<SchemaTypeProvider>();
 
   // A token that matched nothing: count it per client (the guessing signal).
@@ -168,6 +175,52 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
       },
     },
     async (request, reply) => sendByToken(request, reply, await service.touch(request.caller.namespace, request.headers['session-token'])),
+  );
+
+  app.post(
+    '/sessions/batch/touch',
+    {
+      preValidation: refuseOversizedBatch,
+      schema: {
+        operationId: 'touchSessionsBatch',
+        summary: 'Touch many sessions in one call',
+        description:
+          `The per-request call of many app requests at once (a client collects the touches of one event-loop turn): each ` +
+          `token is touched as by POST /v1/sessions/current/touch and answered on its own, in order: \`status\` 200 with the ` +
+          `session (and \`rotated\` in a rotation grace), or the single call's problem \`code\` (404 \`session_not_found\`, ` +
+          `503 \`store_unavailable\`). Tokens travel in the body only. At most ${MAX_BATCH} tokens (400 \`batch_too_large\`). ` +
+          'The rate limit counts each token as a request (429 for the whole batch when they pass the limit), and each ' +
+          'token that matched nothing counts as a failed lookup, as single calls would.',
+        tags: tag,
+        security,
+        body: TouchBatchBody,
+        response: {
+          200: { description: 'One result per token, in the order of `tokens`.', headers: rateLimitHeaders, ...Type.Ref('TouchBatchAnswer') },
+          400: batchProblem400,
+          ...problemResponses(401, 413, 415, 429, 500, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { tokens } = request.body;
+      const overLimit = await chargeRateLimit(request, reply, tokens.length - 1);
+      if (overLimit !== null) throw overLimit;
+      const answers = await service.touchMany(request.caller.namespace, tokens);
+      let unavailable = false;
+      const results = answers.map((answer) => {
+        if (answer.status === 'fulfilled') return { status: 200, session: sessionView(answer.value.session), rotated: answer.value.rotated };
+        const err: unknown = answer.reason;
+        if (err instanceof DomainError) {
+          if (err.code === 'session_not_found') guessing.record(request.caller.client);
+          if (err.code === 'store_unavailable') unavailable = true;
+          return { status: err.status, code: err.code, detail: err.message };
+        }
+        request.log.error({ err }, 'unhandled error in a batch item');
+        return { status: 500, code: 'internal_error', detail: 'An unexpected error occurred.' };
+      });
+      if (unavailable) request.log.warn({ code: 'store_unavailable' }, 'store unavailable');
+      return reply.code(200).send({ results });
+    },
   );
 
   app.put(
@@ -294,6 +347,15 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (fa
     },
   );
 };
+
+/** Before the schema check: a batch over its limit gets its own code, with the limit. */
+async function refuseOversizedBatch(request: FastifyRequest, reply: FastifyReply) {
+  const body: unknown = request.body;
+  const tokens = typeof body === 'object' && body !== null && 'tokens' in body ? body.tokens : undefined;
+  if (Array.isArray(tokens) && tokens.length > MAX_BATCH) {
+    return sendProblem(reply, 400, 'batch_too_large', `One batch takes at most ${MAX_BATCH} tokens.`, { maxBatch: MAX_BATCH });
+  }
+}
 
 function contentTypeOf(request: FastifyRequest): string {
   const [mediaType = ''] = (request.headers['content-type'] ?? '').split(';', 1);
