@@ -18,7 +18,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The report's order (bench.mjs report()); scenarios it does not know come after, as found. */
 const ORDER = [
-  'baseline A', 'baseline B', 'baseline C',
+  'baseline A', 'baseline B', 'baseline C', 'baseline F',
   'read (warm)', 'touch (warm)', 'create', 'PUT If-Match', 'PATCH', 'mix',
   'cold read @10k', 'cold read @1M', 'cold touch @10k', 'cold touch @1M',
   'read before sweep', 'read during sweep', 'create, 1 process', 'create, 2 processes',
