@@ -118,7 +118,10 @@ function cachedOrNot(app: FastifyInstance, config: Config, options: BuildOptions
     if (!(await redis.connected())) app.log.warn('redis not reachable at start; serving from MariaDB until it is');
     worker.start();
   });
-  app.addHook('onClose', async () => worker.stop());
+  app.addHook('onClose', async () => {
+    await cached.flushOutbox();
+    await worker.stop();
+  });
   return cached;
 }
 

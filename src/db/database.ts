@@ -221,6 +221,12 @@ function staged(err: StoreUnavailableError, stage: string): StoreUnavailableErro
 /** ER_DUP_ENTRY: a primary or unique key is taken. */
 export const DUPLICATE_KEY_ERRNO = 1062;
 
+/** What one attempt of a transaction's body decided: commit it, or roll it back (it changed nothing the caller wants). */
+interface Settled<T> {
+  commit: boolean;
+  value: T;
+}
+
 export class Database {
   /** One pool per host of DATABASE_URL (one, without Galera); requests go to the first one up. */
   readonly pool: NodePools;
@@ -265,6 +271,9 @@ export class Database {
         leakDetectionTimeout: 0,
         // The connector's error messages would list the statement's values.
         logParam: false,
+        // A data write sends its transaction's statements in one query (batchTransaction). Values
+        // still go as parameters, escaped by the connector: no statement text is built from input.
+        multipleStatements: true,
       },
       { user: url.user, password: url.password, ssl, connectTimeout: options.connectTimeoutMs },
     );
@@ -345,6 +354,49 @@ export class Database {
    * `beforeCommit` again.
    */
   transaction<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T> = {}, attempts = 6): Promise<T> {
+    return this.withTransactionDeadline((deadline) =>
+      this.transactionAttempts(
+        async (conn) => {
+          await conn.beginTransaction();
+          return { commit: true, value: await work(drizzle(callbackFor(conn))) };
+        },
+        hooks,
+        attempts,
+        deadline,
+      ),
+    );
+  }
+
+  /**
+   * One transaction whose statements (`sql`, several separated by semicolons) go to MariaDB in
+   * one query, with its START TRANSACTION: one round trip where statement after statement took
+   * one each. `settle` reads the statements' results (one per statement, in order) and says
+   * whether to commit — a write that did not take rolls back, its outbox row with it — and what
+   * to answer. `hooks.beforeCommit` runs before a COMMIT only. Retried and bounded like
+   * transaction().
+   */
+  batchTransaction<T>(sql: string, params: unknown[], settle: (results: unknown[]) => Settled<T>, hooks: TransactionHooks<T> = {}, attempts = 6): Promise<T> {
+    const text = `START TRANSACTION;${sql}`;
+    return this.withTransactionDeadline((deadline) =>
+      this.transactionAttempts(
+        async (conn) => {
+          const results = (await conn.query(text, utcParams(params))) as unknown[];
+          // The first result is START TRANSACTION's.
+          return settle(results.slice(1));
+        },
+        hooks,
+        attempts,
+        deadline,
+      ),
+    );
+  }
+
+  /** One statement from its text and values (no query builder per call), autocommitted; like run(). */
+  query(sql: string, params: unknown[]): Promise<unknown> {
+    return this.run(() => this.routed().query(sql, utcParams(params)));
+  }
+
+  private withTransactionDeadline<T>(attempts: (deadline: TransactionDeadline) => Promise<T>): Promise<T> {
     // Past the deadline the caller gets a 503, and the transaction rolls back instead of
     // committing: a 503 never hides a committed change. Once COMMIT is sent the caller waits for
     // its answer instead (a committed change is answered as such), up to the statement timeout:
@@ -359,10 +411,15 @@ export class Database {
         else timer = setTimeout(() => reject(this.withPool(staged(new StoreUnavailableError('commit_wait'), 'commit'))), this.commitWaitMs);
       }, this.deadlineMs);
     });
-    return Promise.race([this.transactionAttempts(work, hooks, attempts, attempt), deadline]).finally(() => clearTimeout(timer));
+    return Promise.race([attempts(attempt), deadline]).finally(() => clearTimeout(timer));
   }
 
-  private async transactionAttempts<T>(work: (tx: Db) => Promise<T>, hooks: TransactionHooks<T>, attempts: number, deadline: TransactionDeadline): Promise<T> {
+  private async transactionAttempts<T>(
+    body: (conn: PoolConnection) => Promise<Settled<T>>,
+    hooks: TransactionHooks<T>,
+    attempts: number,
+    deadline: TransactionDeadline,
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let conn: PoolConnection | undefined;
       let node: DbNode | undefined;
@@ -370,14 +427,17 @@ export class Database {
         deadline.stage = 'acquire';
         ({ node, conn } = await this.connection());
         deadline.stage = 'statements';
-        await conn.beginTransaction();
-        const result = await work(drizzle(callbackFor(conn)));
-        await hooks.beforeCommit?.(result);
+        const { commit, value } = await body(conn);
+        if (!commit) {
+          await conn.rollback();
+          return value;
+        }
+        await hooks.beforeCommit?.(value);
         // The caller was answered 503 already: roll back rather than commit behind its back.
         if (deadline.expired) throw new StoreUnavailableError('call_deadline');
         deadline.committing = true;
         await conn.commit();
-        return result;
+        return value;
       } catch (err) {
         deadline.committing = false;
         if (conn !== undefined) {

@@ -13,9 +13,10 @@ import {
 } from '../domain/session.js';
 import { StoreUnavailableError } from '../domain/errors.js';
 import { publicIdOf } from '../domain/token.js';
-import type { OutboxAction, OutboxRepository } from './outbox.js';
+import { OutboxDeletes, type OutboxAction, type OutboxRepository } from './outbox.js';
 import type { OutboxReplayTarget } from './outbox-worker.js';
 import type {
+  DataChange,
   ExpectedVersion,
   MarkedRevocations,
   PatchResult,
@@ -79,6 +80,8 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
    */
   onOutboxRowLeft: (afterMs: number) => void = () => undefined;
   private readonly touchWritesInFlight = new Set<string>();
+  /** Rows Redis took, deleted together (a leftover is replayed: the worker is told, once it is due). */
+  private readonly paidRows: OutboxDeletes;
 
   constructor(
     private readonly db: TransactionalSessionStore,
@@ -86,7 +89,14 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
     private readonly redis: RedisGateway,
     private readonly options: CachedSessionStoreOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.paidRows = new OutboxDeletes(outbox, () => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS));
+  }
+
+  /** Sends the outbox deletes that wait (at shutdown). */
+  flushOutbox(): Promise<void> {
+    return this.paidRows.flush();
+  }
 
   async create(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
     const cap = options.maxPerSubject ?? 0;
@@ -279,18 +289,27 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
     });
   }
 
-  replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
-    return this.write(async (tx) => {
-      const result = await tx.replaceData(key, data, expected, now);
-      return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
-    });
+  async replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
+    return (await this.writeData(key, { kind: 'replace', data, expected }, now)) as WriteResult;
   }
 
   patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
-    return this.write(async (tx) => {
-      const result = await tx.patchData(key, patch, expected, maxBytes, now);
-      return { result, debts: result.kind === 'ok' ? [{ key, action: 'invalidate' }] : [] };
+    return this.writeData(key, { kind: 'patch', patch, expected, maxBytes }, now);
+  }
+
+  /**
+   * write() for a data change, in fewer round trips: the change, its outbox row and the
+   * read-back go to MariaDB as one batch; the write marker before the COMMIT, the invalidation
+   * after it, as for every write. A write that did not take rolls back and owes Redis nothing.
+   */
+  private async writeData(key: SessionKey, change: DataChange, now: Date): Promise<PatchResult> {
+    const owed: CacheDebt[] = [{ key, action: 'invalidate' }];
+    const { result, outboxId } = await this.db.writeData(key, change, now, {
+      outbox: 'invalidate',
+      beforeCommit: () => this.fenceFills.beforeCommit!({ owed }),
     });
+    if (outboxId !== null) await this.settle([{ key, action: 'invalidate', id: outboxId }]);
+    return result;
   }
 
   destroy(key: SessionKey, now: Date): Promise<boolean> {
@@ -370,26 +389,28 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
       for (const debt of debts) owed.push({ ...debt, id: await tx.recordOutbox(debt.key, debt.action) });
       return { result, owed };
     }, this.fenceFills);
-    if (owed.length > 0) {
-      await this.options.afterCommit?.(owed.map((o) => o.key));
-      // Always tried, whatever this replica's breaker says: another replica may be reading
-      // from Redis right now.
-      const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true, o.mark) })));
-      const paid = results.filter((r) => r.paid).map((r) => r.id);
-      const unpaid = results.filter((r) => !r.paid).map((r) => r.id);
-      // A leftover row is replayed (harmless): the worker is told, once it is due.
-      if (paid.length > 0) this.outbox.delete(paid).catch(() => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS));
-      // Redis did not take it: make the row due at once, so that the outbox worker of any
-      // replica that reaches Redis replays it at its next tick.
-      if (unpaid.length > 0) {
-        this.counters.fallbacks += 1;
-        this.outbox.markDue(unpaid).then(
-          () => this.onOutboxRowLeft(0),
-          () => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS),
-        );
-      }
-    }
+    if (owed.length > 0) await this.settle(owed);
     return result;
+  }
+
+  /** After a commit: Redis is told what the change owes it; only what it took leaves the outbox. */
+  private async settle(owed: Array<CacheDebt & { id: number }>): Promise<void> {
+    await this.options.afterCommit?.(owed.map((o) => o.key));
+    // Always tried, whatever this replica's breaker says: another replica may be reading
+    // from Redis right now.
+    const results = await Promise.all(owed.map(async (o) => ({ id: o.id, paid: await this.applyToCache(o.key, o.action, true, o.mark) })));
+    const paid = results.filter((r) => r.paid).map((r) => r.id);
+    const unpaid = results.filter((r) => !r.paid).map((r) => r.id);
+    if (paid.length > 0) this.paidRows.add(paid);
+    // Redis did not take it: make the row due at once, so that the outbox worker of any
+    // replica that reaches Redis replays it at its next tick.
+    if (unpaid.length > 0) {
+      this.counters.fallbacks += 1;
+      this.outbox.markDue(unpaid).then(
+        () => this.onOutboxRowLeft(0),
+        () => this.onOutboxRowLeft(OUTBOX_ROW_AGE_MS),
+      );
+    }
   }
 
   /** True when Redis took the invalidation or tombstone. `force` is for the recovery replay. */

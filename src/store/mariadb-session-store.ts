@@ -13,6 +13,9 @@ import {
 } from '../domain/session.js';
 import type { OutboxAction, OutboxRepository, OutboxRow } from './outbox.js';
 import type {
+  DataChange,
+  DataWriteOptions,
+  DataWritten,
   ExpectedVersion,
   PatchResult,
   SessionWrites,
@@ -53,11 +56,68 @@ export function toRecord(row: SessionRow): SessionRecord {
  * conditional writes honour it, so a revocation takes effect when the mark commits, before the
  * worker revoked the rows themselves. Names are qualified: it is a correlated subquery.
  */
-const COVERED = sql.raw(
+const COVERED_SQL =
   'EXISTS (SELECT 1 FROM `subject_revocations` `m` WHERE `m`.`namespace` = `sessions`.`namespace` AND `m`.`subject` = `sessions`.`subject`' +
-    ' AND `m`.`generation` > `sessions`.`subject_generation` AND (`m`.`keep_id_hash` IS NULL OR `m`.`keep_id_hash` <> `sessions`.`id_hash`))',
-);
+  ' AND `m`.`generation` > `sessions`.`subject_generation` AND (`m`.`keep_id_hash` IS NULL OR `m`.`keep_id_hash` <> `sessions`.`id_hash`))';
+const COVERED = sql.raw(COVERED_SQL);
 const notCovered = sql`NOT ${COVERED}`;
+
+/**
+ * A data write's statements as text, built once (drizzle would build them per call): the
+ * conditional UPDATE — live, not revoked by its subject's mark, [version matches], [fits] —,
+ * the outbox row, and the read-back of selectLive(). They go to MariaDB as one batch
+ * (Database.batchTransaction); values are parameters.
+ */
+const SESSION_COLUMNS =
+  '`namespace`, `id_hash`, `subject`, `data`, `version`, `state`, `idle_timeout_seconds`, `created_at`, `last_seen_at`, `idle_expires_at`, `absolute_expires_at`, `metadata`, `rotated_to`, `subject_generation`';
+const LIVE_KEY_SQL = `\`namespace\` = ? AND \`id_hash\` = ? AND \`state\` = 'active' AND \`idle_expires_at\` > ? AND \`absolute_expires_at\` > ? AND NOT ${COVERED_SQL}`;
+const READ_BACK_SQL = `SELECT ${SESSION_COLUMNS} FROM \`sessions\` WHERE \`namespace\` = ? AND \`id_hash\` = ? AND \`state\` = 'active' AND NOT ${COVERED_SQL} LIMIT 1`;
+const OUTBOX_INSERT_SQL = 'INSERT INTO `cache_outbox` (`namespace`, `id_hash`, `action`, `created_at`) VALUES (?, ?, ?, ?)';
+
+/** The UPDATE's text by kind and number of accepted versions (-1: any; 0: none), built once each. */
+const updateTexts = new Map<string, string>();
+
+function updateSql(kind: DataChange['kind'], versions: number): string {
+  const name = `${kind}:${versions}`;
+  let text = updateTexts.get(name);
+  if (text === undefined) {
+    const data = kind === 'replace' ? '?' : 'JSON_MERGE_PATCH(`data`, ?)';
+    const version = versions < 0 ? '' : versions === 0 ? ' AND FALSE' : ` AND \`version\` IN (${Array(versions).fill('?').join(', ')})`;
+    const fits = kind === 'patch' ? ' AND OCTET_LENGTH(JSON_MERGE_PATCH(`data`, ?)) <= ?' : '';
+    text = `UPDATE \`sessions\` SET \`data\` = ${data}, \`version\` = \`version\` + 1 WHERE ${LIVE_KEY_SQL}${version}${fits}`;
+    // One text per version count a client sends (If-Match lists): a bounded few.
+    if (updateTexts.size < 64) updateTexts.set(name, text);
+  }
+  return text;
+}
+
+/** A DATETIME(3) as the connector answers it (dateStrings, UTC session time zone). */
+function utcDate(value: unknown): Date {
+  return value instanceof Date ? value : new Date(`${String(value).replace(' ', 'T')}Z`);
+}
+
+function jsonOf<T>(value: unknown): T {
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
+}
+
+/** A row of READ_BACK_SQL (column names as in the table) → domain object. */
+function recordOfRaw(row: Record<string, unknown>): SessionRecord {
+  const metadata = row.metadata ?? null;
+  return {
+    namespace: row.namespace as string,
+    idHash: row.id_hash as Buffer,
+    subject: (row.subject ?? null) as string | null,
+    data: jsonOf<SessionData>(row.data),
+    version: Number(row.version),
+    idleTimeoutSeconds: Number(row.idle_timeout_seconds),
+    createdAt: utcDate(row.created_at),
+    lastSeenAt: utcDate(row.last_seen_at),
+    idleExpiresAt: utcDate(row.idle_expires_at),
+    absoluteExpiresAt: utcDate(row.absolute_expires_at),
+    metadata: metadata === null ? null : jsonOf<SessionRecord['metadata']>(metadata),
+    subjectGeneration: Number(row.subject_generation),
+  };
+}
 
 /**
  * INSERT of a new row that takes its subject's current revocation generation in the same
@@ -67,6 +127,16 @@ function insertRow(s: SessionRecord, extra: { rotatedTo?: Buffer | null } = {}):
   return sql`INSERT INTO ${sessions} (${sql.raw(
     '`namespace`, `id_hash`, `subject`, `data`, `version`, `state`, `idle_timeout_seconds`, `created_at`, `last_seen_at`, `idle_expires_at`, `absolute_expires_at`, `metadata`, `rotated_to`, `subject_generation`',
   )}) SELECT ${s.namespace}, ${s.idHash}, ${s.subject}, ${JSON.stringify(s.data)}, ${s.version}, 'active', ${s.idleTimeoutSeconds}, ${s.createdAt}, ${s.lastSeenAt}, ${s.idleExpiresAt}, ${s.absoluteExpiresAt}, ${s.metadata === null ? null : JSON.stringify(s.metadata)}, ${extra.rotatedTo ?? null}, COALESCE(MAX(${subjectRevocations.generation}), 0) FROM ${subjectRevocations} WHERE ${subjectRevocations.namespace} = ${s.namespace} AND ${subjectRevocations.subject} = ${s.subject}`;
+}
+
+/** insertRow() as text, built once: what create() sends (values: insertParams()). */
+const INSERT_ROW_SQL =
+  `INSERT INTO \`sessions\` (${SESSION_COLUMNS}) SELECT ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, COALESCE(MAX(\`generation\`), 0)` +
+  ' FROM `subject_revocations` WHERE `namespace` = ? AND `subject` = ?';
+
+function insertParams(s: SessionRecord): unknown[] {
+  const metadata = s.metadata === null ? null : JSON.stringify(s.metadata);
+  return [s.namespace, s.idHash, s.subject, JSON.stringify(s.data), s.version, s.idleTimeoutSeconds, s.createdAt, s.lastSeenAt, s.idleExpiresAt, s.absoluteExpiresAt, metadata, null, s.namespace, s.subject];
 }
 
 /**
@@ -124,6 +194,16 @@ function versionMatches(expected: ExpectedVersion | undefined): SQL | undefined 
 function affectedRows(result: unknown): number {
   const first = Array.isArray(result) ? result[0] : result;
   return Number((first as { affectedRows?: number } | undefined)?.affectedRows ?? 0);
+}
+
+/** A conditional write's answer from whether its UPDATE took and the live row read back after it. */
+function writeOutcome(updated: boolean, after: SessionRecord | null, expected: ExpectedVersion | undefined): PatchResult {
+  if (after === null) return { kind: 'not_found' };
+  if (updated) return { kind: 'ok', session: after };
+  if (expected !== undefined && !expected.any && !expected.versions.includes(after.version)) {
+    return { kind: 'version_mismatch', currentVersion: after.version };
+  }
+  return { kind: 'too_large' };
 }
 
 /**
@@ -191,13 +271,7 @@ export class SessionStatements implements SessionWrites {
       .update(sessions)
       .set({ data: data as SessionData, version: sql`${sessions.version} + 1` })
       .where(and(liveAt(key, now), versionMatches(expected), fits));
-    const after = await this.selectLive(key, now);
-    if (after === null) return { kind: 'not_found' };
-    if (affectedRows(result) === 1) return { kind: 'ok', session: after };
-    if (expected !== undefined && !expected.any && !expected.versions.includes(after.version)) {
-      return { kind: 'version_mismatch', currentVersion: after.version };
-    }
-    return { kind: 'too_large' };
+    return writeOutcome(affectedRows(result) === 1, await this.selectLive(key, now), expected);
   }
 
   async replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
@@ -453,7 +527,7 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
   async create(session: SessionRecord, options: { maxPerSubject?: number } = {}): Promise<{ evicted: number }> {
     const cap = options.maxPerSubject ?? 0;
     if (cap === 0 || session.subject === null) {
-      await this.database.run((db) => db.execute(insertRow(session)));
+      await this.database.query(INSERT_ROW_SQL, insertParams(session));
       return { evicted: 0 };
     }
     const evicted = await this.transaction((tx) => tx.insert(session, cap));
@@ -486,12 +560,49 @@ export class MariaDbSessionStore implements TransactionalSessionStore {
     return this.single((s) => s.persistTouch(key, idleExpiresAt, lastSeenAt, now));
   }
 
-  replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
-    return this.transaction((tx) => tx.replaceData(key, data, expected, now));
+  async replaceData(key: SessionKey, data: SessionData, expected: ExpectedVersion, now: Date): Promise<WriteResult> {
+    return (await this.writeData(key, { kind: 'replace', data, expected }, now)).result as WriteResult;
   }
 
-  patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
-    return this.transaction((tx) => tx.patchData(key, patch, expected, maxBytes, now));
+  async patchData(key: SessionKey, patch: SessionData, expected: ExpectedVersion | undefined, maxBytes: number, now: Date): Promise<PatchResult> {
+    return (await this.writeData(key, { kind: 'patch', patch, expected, maxBytes }, now)).result;
+  }
+
+  /**
+   * replaceData / patchData as one batch: START TRANSACTION, the conditional UPDATE, with
+   * `outbox` its outbox row, and the read-back go to MariaDB in one round trip (SessionStatements
+   * sends them one by one); then COMMIT when the write took, after `beforeCommit` (the cache
+   * tier's write marker), or ROLLBACK when it did not — it changed nothing, and its outbox row
+   * goes with it. Returns the outbox row's id when one committed.
+   */
+  writeData(key: SessionKey, change: DataChange, now: Date, options: DataWriteOptions = {}): Promise<DataWritten> {
+    const { expected } = change;
+    const versions = expected === undefined || expected.any ? [] : expected.versions;
+    const json = JSON.stringify(change.kind === 'replace' ? change.data : change.patch);
+    const params: unknown[] = [json, key.namespace, key.idHash, now, now, ...versions];
+    if (change.kind === 'patch') params.push(json, change.maxBytes);
+    let text = updateSql(change.kind, expected === undefined || expected.any ? -1 : versions.length);
+    if (options.outbox !== undefined) {
+      // Stamped with the wall clock, like recordOutbox().
+      text += `;${OUTBOX_INSERT_SQL}`;
+      params.push(key.namespace, key.idHash, options.outbox, new Date());
+    }
+    text += `;${READ_BACK_SQL}`;
+    params.push(key.namespace, key.idHash);
+    const { beforeCommit } = options;
+    return this.database.batchTransaction(
+      text,
+      params,
+      (results) => {
+        const row = (results[results.length - 1] as Array<Record<string, unknown>>)[0];
+        const after = row === undefined ? null : recordOfRaw(row);
+        const result = writeOutcome(affectedRows(results[0]) === 1, after !== null && isLive(after, now) ? after : null, expected);
+        const committed = result.kind === 'ok';
+        const outboxId = committed && options.outbox !== undefined ? Number((results[1] as { insertId?: number }).insertId) : null;
+        return { commit: committed, value: { result, outboxId } };
+      },
+      { beforeCommit: beforeCommit === undefined ? undefined : () => beforeCommit() },
+    );
   }
 
   destroy(key: SessionKey, now: Date): Promise<boolean> {

@@ -25,3 +25,41 @@ export interface OutboxRepository {
   /** Makes rows due for replay now, ahead of the age that normally lets their writer finish. */
   markDue(ids: number[]): Promise<void>;
 }
+
+/**
+ * Deletes of outbox rows Redis acknowledged, gathered: one DELETE for the rows paid within
+ * `delayMs` (or as soon as `maxIds` wait) instead of one statement per write. A row waits at most
+ * about `delayMs`, far below the age at which a worker replays it (docs/design.md §5.5); a row
+ * whose delete failed or never ran (the process stopped) is replayed, which is harmless.
+ */
+export class OutboxDeletes {
+  private ids: number[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly outbox: OutboxRepository,
+    /** Called when a DELETE failed: its rows stay, for the worker. */
+    private readonly onFailed: () => void,
+    private readonly delayMs = 20,
+    private readonly maxIds = 200,
+  ) {}
+
+  add(ids: number[]): void {
+    this.ids.push(...ids);
+    if (this.ids.length >= this.maxIds) void this.flush();
+    else if (this.timer === undefined) {
+      this.timer = setTimeout(() => void this.flush(), this.delayMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Sends what waits now (also at shutdown). */
+  async flush(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    const ids = this.ids;
+    if (ids.length === 0) return;
+    this.ids = [];
+    await this.outbox.delete(ids).catch(() => this.onFailed());
+  }
+}

@@ -13,6 +13,24 @@ export type WriteResult =
 
 export type PatchResult = WriteResult | { kind: 'too_large' };
 
+/** A data write as the authoritative store sends it in one batch: PUT's replacement or PATCH's merge patch. */
+export type DataChange =
+  | { kind: 'replace'; data: SessionData; expected: ExpectedVersion }
+  | { kind: 'patch'; patch: SessionData; expected: ExpectedVersion | undefined; maxBytes: number };
+
+export interface DataWriteOptions {
+  /** The outbox row to write with the change (the cache tier's invalidation). */
+  outbox?: OutboxAction | undefined;
+  /** Runs right before COMMIT, only when the write took (the cache tier's write marker). */
+  beforeCommit?: (() => Promise<void>) | undefined;
+}
+
+export interface DataWritten {
+  result: PatchResult;
+  /** The outbox row that committed with the change; null without one or when nothing changed. */
+  outboxId: number | null;
+}
+
 /** Keyset position in a subject's session list (newest activity first). */
 export interface SubjectCursor {
   lastSeenAt: Date;
@@ -145,6 +163,11 @@ export interface TransactionHooks<T> {
 export interface TransactionalSessionStore extends SessionStore, MarkedRevocations {
   /** Runs `work` in one transaction, then `hooks.beforeCommit`: all of it commits, or none. */
   transaction<T>(work: (tx: SessionWrites) => Promise<T>, hooks?: TransactionHooks<T>): Promise<T>;
+  /**
+   * replaceData / patchData with the outbox row the cache tier owes the change, committed
+   * together, in one round trip for the statements; rolled back when the write did not take.
+   */
+  writeData(key: SessionKey, change: DataChange, now: Date, options?: DataWriteOptions): Promise<DataWritten>;
   /** Moves the stored idle expiry and last-seen forward (a max-register); true when the session was live. */
   persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean>;
   /** A subject's revocation mark by the subject's hash; null when it has none. */
