@@ -1172,7 +1172,7 @@ function report(results) {
   if (results.app) {
     const a = results.app;
     target('Express app on sessiond >= 1.0 x on connect-redis req/s', a.rpsRatio, 1, '>=', 'x',
-      `the app's own CPU per request is ${fmt(a.sessiond.cpuUsPerRequest, 0)} µs on sessiond against ${fmt(a.redis.cpuUsPerRequest, 0)} µs on connect-redis, and sessiond itself spends ${fmt(a.sessiond.serviceCpuUsPerRequest, 0)} µs per request on the same CPUs (node-redis writes the commands of an event-loop turn together, where each sessiond call is one HTTP request of its own; Redis's CPU is not counted); ${load}`);
+      `the app's own CPU per request is ${fmt(a.sessiond.cpuUsPerRequest, 0)} µs on sessiond against ${fmt(a.redis.cpuUsPerRequest, 0)} µs on connect-redis, and sessiond itself spends ${fmt(a.sessiond.serviceCpuUsPerRequest, 0)} µs per request on the same CPUs at ${fmt(a.sessiond.sessiondCallsPerRequest, 2)} sessiond calls per page (the client batches the touches of an event-loop turn, as node-redis writes a turn's commands together; Redis's CPU is not counted); ${load}`);
   }
   results.targets = targets;
   out.push('targets:');
