@@ -259,6 +259,15 @@ export class Database {
         ssl,
         database: url.database,
         connectionLimit: options.poolSize,
+        // Keep every connection once made (the connector's default, stated): with Redis down all
+        // calls come here, and a pool that must first open connections answers 503s.
+        minimumIdle: options.poolSize,
+        // A connection idle for 500 ms is pinged before it is handed out, and one whose ping
+        // misses pingTimeout is closed. The connector's 250 ms is a few turns of a starved event
+        // loop (a loaded machine): healthy connections were closed one after the other, new ones
+        // missed DB_CONNECT_TIMEOUT_MS the same way, and pools of 10 held 0–2 when Redis went
+        // away. A ping is a statement: it gets the statement timeout.
+        pingTimeout: options.queryTimeoutMs,
         acquireTimeout: options.acquireTimeoutMs,
         connectTimeout: options.connectTimeoutMs,
         // Without dateStrings DATETIME reads go through the local time zone and lose milliseconds.
@@ -308,10 +317,16 @@ export class Database {
     }
   }
 
-  /** `err` with the pool's state now (the deadline fired: was the call waiting for a connection?). */
+  /** `err` with the pool's state now (a deadline fired: was the call waiting for a connection?). */
   private withPool(err: StoreUnavailableError): StoreUnavailableError {
-    err.pool = { active: this.pool.activeConnections(), idle: this.pool.idleConnections(), waiting: this.pool.taskQueueSize() };
+    err.pool ??= { active: this.pool.activeConnections(), idle: this.pool.idleConnections(), waiting: this.pool.taskQueueSize() };
     return err;
+  }
+
+  /** What leaves this module (storeError), a 503 with the pool's state. */
+  private failure(err: unknown): unknown {
+    const e = storeError(err);
+    return e instanceof StoreUnavailableError ? this.withPool(e) : e;
   }
 
   /** Rejects with StoreUnavailableError when `work` has not settled within the deadline. */
@@ -332,7 +347,7 @@ export class Database {
     try {
       return await this.withDeadline(this.runAttempts(work, attempts));
     } catch (err) {
-      throw storeError(err);
+      throw this.failure(err);
     }
   }
 
@@ -449,7 +464,7 @@ export class Database {
           await retryPause(attempt);
           continue;
         }
-        throw storeError(err);
+        throw this.failure(err);
       } finally {
         if (conn !== undefined) await conn.release().catch(() => undefined);
       }
@@ -465,7 +480,7 @@ export class Database {
       return await work(conn);
     } catch (err) {
       if (conn !== undefined) this.pool.failed(node!, err);
-      throw storeError(err);
+      throw this.failure(err);
     } finally {
       if (conn !== undefined) await conn.release().catch(() => undefined);
     }

@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -241,6 +241,54 @@ export class ServiceProcess {
 let serviceCount = 0;
 
 /**
+ * How long a starting service may go without using CPU or writing output before it counts as
+ * stuck: it is waiting on something that does not come (a dependency it cannot reach). A process
+ * that is only starved still accrues CPU time every second, however slowly.
+ */
+export const START_STALL_MS = 20_000;
+/** The cap on a start that keeps progressing (a process busy but never listening). */
+export const START_CAP_MS = 180_000;
+
+/** CPU time (ms) the process used so far, from /proc (Linux); undefined where it cannot be read. */
+async function cpuTimeMs(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // After the command name in parentheses: state, ppid, … utime (14th field) and stime (15th), in ticks of 10 ms.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Waits until the service answers /healthz: undefined then, else why it never will (it exited,
+ * made no progress for START_STALL_MS — no CPU time, no output —, or kept busy past START_CAP_MS).
+ */
+async function startStall(service: ServiceProcess): Promise<string | undefined> {
+  const started = performance.now();
+  let lastProgress = started;
+  let seen = { cpu: await cpuTimeMs(service.child.pid), output: service.output().length };
+  while (service.running) {
+    const ok = await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return undefined;
+    const now = performance.now();
+    const current = { cpu: await cpuTimeMs(service.child.pid), output: service.output().length };
+    // Without /proc only output counts as progress: a start that writes nothing then has the stall window.
+    if (current.output !== seen.output || (current.cpu !== undefined && current.cpu !== seen.cpu)) lastProgress = now;
+    seen = current;
+    if (now - lastProgress > START_STALL_MS) return `no progress (CPU time or output) for ${START_STALL_MS / 1000} s`;
+    if (now - started > START_CAP_MS) return `still not listening after ${START_CAP_MS / 1000} s`;
+    await sleep(50);
+  }
+  return `exited (${service.child.exitCode ?? service.child.signalCode})`;
+}
+
+/**
  * Starts `node dist/server.js` on a free loopback port with the tuned settings and `env`, and
  * waits until /healthz answers. Its output is printed if the test fails; SIGKILLed at teardown.
  */
@@ -260,20 +308,15 @@ export async function startService(t: TapLike, env: Record<string, string>, apiK
       }
       service.kill();
     });
-    // Never starting is the failure; a loaded 2-core runner took over 20 s to start two at once.
-    const deadline = Date.now() + 30_000;
-    while (service.running && Date.now() < deadline) {
-      const ok = await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (ok) return service;
-      await sleep(50);
-    }
+    // Never starting is the failure, and it shows as a process that exits or stops making
+    // progress, not as a clock running out: a loaded 2-core runner took over 30 s of wall time
+    // to load the modules of two at once (the process got a few percent of a core).
+    const stalled = await startStall(service);
+    if (stalled === undefined) return service;
     service.kill();
     // Another process took the port between freePort() and listen(): pick another.
     if (/EADDRINUSE/.test(service.output()) && attempt < 3) continue;
-    throw new Error(`${name} did not answer /healthz (port ${port}). Output:\n${service.output()}`);
+    throw new Error(`${name} did not answer /healthz (port ${port}): ${stalled}. Output:\n${service.output()}`);
   }
 }
 

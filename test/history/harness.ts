@@ -22,6 +22,13 @@ export const HISTORY_SERVICE_ENV: Readonly<Record<string, string>> = {
   // about the fault, not the runner (a paused MariaDB still answers 503 within ~2 s).
   DB_ACQUIRE_TIMEOUT_MS: '1000',
   DB_QUERY_TIMEOUT_MS: '1000',
+  // A new connection's handshake (several round trips through this process's fault proxy, then
+  // the session setup, each waiting for a turn of two starved event loops) took 1.0–4.4 s on a
+  // runner at load 15–18 (the services' "mariadb connection failed" lines). With 300 ms, and
+  // then 1 s, every attempt failed and the connector backed off further after each: a replica's
+  // pool stayed at one connection of ten, and calls answered 503 at the acquire timeout before
+  // any fault. Calls still wait at most DB_ACQUIRE_TIMEOUT_MS for a connection.
+  DB_CONNECT_TIMEOUT_MS: '5000',
 };
 
 /** 16 clients on 12 shared sessions of 4 subjects; every 5th with a 12 s absolute expiry. */

@@ -21,7 +21,8 @@
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stack, table, TEST_SERVER, type ServiceProcess } from '../helpers/service-process.js';
+import { stack, START_CAP_MS, table, TEST_SERVER, type ServiceProcess } from '../helpers/service-process.js';
+import { lagMeter } from '../helpers/lag.js';
 import { counterexample, isIndeterminate } from './checker.js';
 import { checkHistory, dumpHistory, FallbackMonitor, HISTORY_SERVICE_ENV, historyWorkload } from './harness.js';
 import type { Workload } from './workload.js';
@@ -33,12 +34,25 @@ const serviceEnv: Record<string, string> = {
   ...(process.env.SESSIOND_TEST_UNSAFE_FILL ? { SESSIOND_TEST_UNSAFE_FILL: process.env.SESSIOND_TEST_UNSAFE_FILL } : {}),
 };
 
+// The file's work is bounded by counts (services started, scenarios, tokens read back), each part
+// under its own cap: a service start by START_CAP_MS (while it progresses), each scenario's
+// workload by its phases and its final reads by the client's per-call timeout. The file timeout
+// covers those caps (the replacement of a killed service included), not a guess at wall time.
+const SCENARIO_CAP_MS = 90_000;
+t.setTimeout(START_CAP_MS * (FULL ? 2 : 1) + (only?.length ?? (FULL ? 6 : 2)) * SCENARIO_CAP_MS + 60_000);
+
 const server = process.env.SESSIOND_HISTORY_SERVER ?? (process.env.SESSIOND_TEST_UNSAFE_FILL ? TEST_SERVER : undefined);
-const s = await stack(t, { proxy: { redis: true, mariadb: true }, server });
+// A fault proxy sits in the services' path only when a latency scenario runs: it runs in this
+// process, whose event loop also drives the workload and the checker, so on a loaded machine
+// every round trip through it waits for a turn of that loop. With Redis killed, every call's
+// several round trips to MariaDB did, and writes held row locks across them: statements and
+// calls ran past their deadlines (503) for the proxy's sake, not the fault's.
+const runs = (name: string, ci: boolean) => (only ? only.includes(name) : FULL || ci);
+const MARIADB_LATENCY = 'mariadb latency 2±4ms';
+const REDIS_LATENCY = 'redis latency 150±200ms';
+const s = await stack(t, { proxy: { redis: runs(REDIS_LATENCY, false), mariadb: runs(MARIADB_LATENCY, false) }, server });
 const pool: ServiceProcess[] = await Promise.all(Array.from({ length: FULL ? 3 : 2 }, () => s.service(t, serviceEnv)));
 const everyService = new Set<ServiceProcess>(pool);
-const redisProxy = s.redisProxy!;
-const mariadbProxy = s.mariadbProxy!;
 
 interface Scenario {
   name: string;
@@ -59,12 +73,12 @@ let killed: ServiceProcess | undefined;
 const scenarios: Scenario[] = [
   {
     // No fault as such: MariaDB a little slow, so that every fill has a window for a racing write.
-    name: 'mariadb latency 2±4ms',
+    name: MARIADB_LATENCY,
     ci: false,
     holdMs: 4_000,
     touchLoss: false,
-    inject: async () => mariadbProxy.setLatency(2, 4),
-    heal: async () => mariadbProxy.heal(),
+    inject: async () => s.mariadbProxy!.setLatency(2, 4),
+    heal: async () => s.mariadbProxy!.heal(),
     expect: { maxFailedShare: 0.01, maxSlowestMs: 3_500, maxRecoverMs: 5_000 },
   },
   {
@@ -88,13 +102,13 @@ const scenarios: Scenario[] = [
   {
     // Commands time out (50 ms) while others get through: one replica may miss an invalidation
     // another replica's read still sees, until the outbox replays it (README limits).
-    name: 'redis latency 150±200ms',
+    name: REDIS_LATENCY,
     ci: false,
     holdMs: 5_000,
     touchLoss: true,
     staleToleranceMs: 2_000,
-    inject: async () => redisProxy.setLatency(150, 200),
-    heal: async () => redisProxy.heal(),
+    inject: async () => s.redisProxy!.setLatency(150, 200),
+    heal: async () => s.redisProxy!.heal(),
     expect: { maxFailedShare: 0.05, maxSlowestMs: 3_500, maxRecoverMs: 5_000 },
   },
   {
@@ -131,13 +145,17 @@ const scenarios: Scenario[] = [
 ];
 
 const rows: Array<Record<string, string | number>> = [];
-const selected = scenarios.filter((sc) => (only ? only.includes(sc.name) : FULL || sc.ci));
+const selected = scenarios.filter((sc) => runs(sc.name, sc.ci));
 
 for (const [index, sc] of selected.entries()) {
   await t.test(sc.name, async (t) => {
     const w = historyWorkload(`h${index}`, () => pool);
     const monitor = new FallbackMonitor(() => everyService);
     monitor.start();
+    // How long this process could not run during each call (every process here is starved alike):
+    // a call's bound is the scenario's plus that, so it stays the deadlines' and not the machine's.
+    const lag = lagMeter();
+    t.teardown(() => lag.stop());
     w.start();
     await sleep(FULL ? 3_000 : 2_500);
     const faultStart = performance.now();
@@ -199,7 +217,12 @@ for (const [index, sc] of selected.entries()) {
     t.equal(final.undetermined, 0, 'every final read got an answer');
     t.ok(during.length > 0, 'calls were made during the fault');
     t.ok(failed.length <= Math.ceil(sc.expect.maxFailedShare * during.length), `failed during the fault: ${failed.length} of ${during.length}`);
-    t.ok(slowest <= sc.expect.maxSlowestMs, `slowest call during the fault: ${Math.round(slowest)} ms`);
+    const tooSlow = during.filter((o) => o.end - o.start > sc.expect.maxSlowestMs + lag.between(o.start, o.end));
+    t.same(
+      tooSlow.map((o) => `${o.kind} ${Math.round(o.end - o.start)} ms (lag ${Math.round(lag.between(o.start, o.end))} ms)`),
+      [],
+      `slowest call during the fault: ${Math.round(slowest)} ms; none past ${sc.expect.maxSlowestMs} ms + the lag measured while it ran`,
+    );
     t.ok(recoverMs <= sc.expect.maxRecoverMs, `recovered ${Math.round(recoverMs)} ms after healing`);
   });
 }
