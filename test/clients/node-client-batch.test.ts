@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '../../clients/node/dist/index.js';
-import { appToken, callsBetween, clientService, rejection, serviceCalls } from './sessiond-service.js';
+import { appToken, callsBetween, clientService, fakeSession, rejection, serviceCalls } from './sessiond-service.js';
 
 /**
  * clients/node's touch batching: the touches of one event-loop turn (or a window) go out as
@@ -87,17 +87,7 @@ async function fakeService(t: Test, handle: (req: IncomingMessage, body: string,
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, server };
 }
 
-const session = (id: string) => ({
-  id,
-  subject: null,
-  data: {},
-  version: 1,
-  createdAt: '2026-11-25T08:00:00.000Z',
-  lastSeenAt: '2026-11-25T08:00:00.000Z',
-  expiresAt: '2026-11-25T08:30:00.000Z',
-  absoluteExpiresAt: '2026-11-25T20:00:00.000Z',
-  metadata: null,
-});
+const session = fakeSession;
 const json = (res: ServerResponse, status: number, body: unknown, type = 'application/json') => {
   res.writeHead(status, { 'content-type': type });
   res.end(JSON.stringify(body));

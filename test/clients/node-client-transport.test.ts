@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createClient, type SessiondClient } from '../../clients/node/dist/index.js';
-import { appToken as token, rejection } from './sessiond-service.js';
+import { appToken as token, fakeSession, rejection } from './sessiond-service.js';
 
 /**
  * clients/node's transport against small loopback servers that misbehave on purpose: the
@@ -21,17 +21,7 @@ async function fakeService(t: Test, handle: (req: IncomingMessage, res: ServerRe
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, counts, server };
 }
 
-const SESSION = {
-  id: 'n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg',
-  subject: null,
-  data: {},
-  version: 1,
-  createdAt: '2026-11-25T08:00:00.000Z',
-  lastSeenAt: '2026-11-25T08:00:00.000Z',
-  expiresAt: '2026-11-25T08:30:00.000Z',
-  absoluteExpiresAt: '2026-11-25T20:00:00.000Z',
-  metadata: null,
-};
+const SESSION = fakeSession();
 const unavailable = (res: ServerResponse) => {
   res.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '1' });
   res.end(JSON.stringify({ type: 'about:blank', title: 'Service Unavailable', status: 503, code: 'store_unavailable' }));

@@ -77,3 +77,18 @@ export function callsBetween(before: Map<string, number>, after: Map<string, num
   for (const [k, n] of after) if (n - (before.get(k) ?? 0) > 0) out[k] = n - (before.get(k) ?? 0);
   return out;
 }
+
+/** A session as the service answers it, for loopback stubs of the service. */
+export function fakeSession(id = 'n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg') {
+  return {
+    id,
+    subject: null,
+    data: {},
+    version: 1,
+    createdAt: '2026-11-25T08:00:00.000Z',
+    lastSeenAt: '2026-11-25T08:00:00.000Z',
+    expiresAt: '2026-11-25T08:30:00.000Z',
+    absoluteExpiresAt: '2026-11-25T20:00:00.000Z',
+    metadata: null,
+  };
+}
