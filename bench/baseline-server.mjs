@@ -34,9 +34,8 @@ const json = (reply, text) => reply.header('content-type', 'application/json; ch
  * cache-control and rate-limit hooks, with one route answering B's Redis GET.
  */
 async function floorApp() {
-  const { randomUUID } = await import('node:crypto');
   const { loadConfig } = await import('../dist/config/config.js');
-  const { REDACTED_LOG_PATHS } = await import('../dist/app.js');
+  const { AJV_OPTIONS, REDACTED_LOG_PATHS, requestIdOf } = await import('../dist/app.js');
   const { RequestLogController } = await import('../dist/http/request-log.js');
   const { ApiKeyAuthenticator } = await import('../dist/http/authenticate.js');
   const { RateLimitCounters, registerRateLimit } = await import('../dist/http/rate-limit.js');
@@ -44,16 +43,12 @@ async function floorApp() {
   const { RedisGateway } = await import('../dist/cache/redis-gateway.js');
   const config = loadConfig(process.env);
   const without = new Set((process.env.FLOOR_WITHOUT ?? '').split(',').filter((p) => p !== ''));
-  const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
   const floor = Fastify({
     logger: without.has('logger') ? false : { level: config.logLevel, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } },
     logController: new RequestLogController(config.logRequests),
     requestIdHeader: false,
-    genReqId: (req) => {
-      const incoming = req.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    genReqId: requestIdOf,
+    ajv: AJV_OPTIONS,
     routerOptions: { maxParamLength: 4096 },
   });
   if (!without.has('onsend')) {

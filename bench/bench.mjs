@@ -1159,6 +1159,7 @@ function report(results) {
   const perReq = (k, base) =>
     `sessiond used ${cpu(k)} µs of CPU per ${k} answer against ${cpu(`baseline ${base}`)} µs for ${base}; at saturation req/s follows CPU per request, on shared or on dedicated cores alike.${floor(k)} Where it goes: docs/benchmarks.md, "Where a warm request's CPU goes". Closing it needs a cheaper HTTP layer than the framework path B skips, not one more fix; ${load}`;
   // The paired medians when there are paired rounds (see main()), else the table's ratios.
+  const P = results.paired;
   const rpsRatio = (k, scenario, base) => P?.[k]?.median ?? ratio(R[scenario]?.rps, base?.rps);
   target('warm read >= 0.85 x B req/s', rpsRatio('read', 'read (warm)', B), 0.85, '>=', 'x', perReq('read (warm)', 'B'));
   target('touch >= 0.8 x B req/s', rpsRatio('touch', 'touch (warm)', B), 0.8, '>=', 'x', perReq('touch (warm)', 'B'));

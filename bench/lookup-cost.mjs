@@ -16,24 +16,13 @@ import pino from 'pino';
 import { startRedis } from '../devstack/redis.ts';
 import { RedisGateway } from '../dist/cache/redis-gateway.js';
 import { encodeEntry, sessionKeys } from '../dist/cache/redis-entry.js';
+import { AGED, CLOCK, COVERED } from '../dist/cache/redis-scripts.js';
 
 /** LOOKUP before it answered one string (as of the touch-register change). */
 const OLD = `
-local function covered(entry, g, mk)
-  if not mk or mk == '' then return false end
-  local m = redis.call('GET', mk)
-  if not m then return false end
-  local sp = string.find(m, ' ', 1, true)
-  return tonumber(string.sub(m, 1, sp - 1)) > tonumber(g or '0') and string.sub(m, sp + 1) ~= entry
-end
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function aged(at, ttl)
-  if not at then return false end
-  return clock() - tonumber(at) >= tonumber(ttl)
-end
+${COVERED}
+${CLOCK}
+${AGED}
 local h = redis.call('HGETALL', KEYS[1])
 local g, mk, at = '0', nil, nil
 for i = 1, #h, 2 do

@@ -50,6 +50,15 @@ declare module 'fastify' {
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
+/** A request's id: its `x-request-id` when well-formed, else a new UUID (only such ids reach the logs). */
+export function requestIdOf(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const incoming = req.headers['x-request-id'];
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+}
+
+/** Fastify's JSON Schema validator settings: bodies are validated as sent, never coerced or trimmed. */
+export const AJV_OPTIONS = { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } } as const;
+
 /** Paths in log objects that could ever hold a secret. */
 export const REDACTED_LOG_PATHS = [
   'req.headers.authorization',
@@ -138,11 +147,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     bodyLimit: config.sessions.dataMaxBytes * 4 + 16 * 1024,
     // genReqId reads x-request-id itself so that only well-formed ids are echoed into logs.
     requestIdHeader: false,
-    genReqId: (req) => {
-      const incoming = req.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    genReqId: requestIdOf,
+    ajv: AJV_OPTIONS,
     // Subjects may be 255 characters, percent-encoded up to 12 bytes each in a path segment.
     routerOptions: { maxParamLength: 4096 },
     // Errors Fastify answers before routing (a malformed URL) get the same problem+json shape.

@@ -29,7 +29,7 @@ if r[1] and (not r[2] or tonumber(r[1]) > tonumber(r[2])) then keep = {'ie', r[1
  * Redis's own clock in ms (a Lua function): the clock its TTLs run on. Install ages and marker
  * ages are taken by it, never by a replica's.
  */
-const CLOCK = `
+export const CLOCK = `
 local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,7 +57,7 @@ end
  * long the register kept the hash (OUTLIVE). So no entry is served longer than the cache TTL
  * after its install, the bound the rest of the protocol counts on. Needs CLOCK.
  */
-const AGED = `
+export const AGED = `
 local function aged(at, ttl)
   if not at then return false end
   return clock() - tonumber(at) >= tonumber(ttl)
@@ -86,7 +86,7 @@ end
  * single node: a script cannot read a key of another slot on Redis Cluster, where the gateway
  * asks for the mark itself (redis-entry.ts coveredBy).
  */
-const COVERED = `
+export const COVERED = `
 local function covered(entry, g, mk)
   if not mk or mk == '' then return false end
   local m = redis.call('GET', mk)
