@@ -1154,7 +1154,7 @@ function report(results) {
   const load = `load average ${results.machine.loadAverageAtStart[0]} at start: ${results.machine.cpus} CPUs shared by the load generator, sessiond, Redis, MariaDB and anything else running`;
   const F = R['baseline F'];
   const floor = (k) => F
-    ? ` The floor F — B's Redis GET behind sessiond's own Fastify setup and hooks (logger, request id, authentication, rate limiter, metrics, headers), no session work — used ${cpu('baseline F')} µs and answered ${fmt(ratio(F.rps, B?.rps), 2)} x B's req/s, the most any route on sessiond's path can answer; sessiond's session work (token hash, the Lua script, decoding the entry, the view) is the ${fmt(R[k].cpuUsPerRequest - F.cpuUsPerRequest, 0)} µs above F.`
+    ? ` The floor F — B's Redis GET behind sessiond's own Fastify setup and hooks (logger, request id, authentication, rate limiter, metrics, headers), no session work — used ${cpu('baseline F')} µs and answered ${fmt(ratio(F.rps, B?.rps), 2)} x B's req/s in this run (measured apart from B; BENCH_ONLY=floor pairs them round by round); sessiond's session work (token hash, the Lua script, decoding the entry, the view) is the ${fmt(R[k].cpuUsPerRequest - F.cpuUsPerRequest, 0)} µs above F.`
     : '';
   const perReq = (k, base) =>
     `sessiond used ${cpu(k)} µs of CPU per ${k} answer against ${cpu(`baseline ${base}`)} µs for ${base}; at saturation req/s follows CPU per request, on shared or on dedicated cores alike.${floor(k)} Where it goes: docs/benchmarks.md, "Where a warm request's CPU goes". Closing it needs a cheaper HTTP layer than the framework path B skips, not one more fix; ${load}`;
