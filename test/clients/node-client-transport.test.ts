@@ -99,14 +99,19 @@ t.test('calls share keep-alive connections', async (t) => {
 });
 
 t.test("the caller's signal ends a call in flight, and one that waits for a connection", async (t) => {
+  let arrived: () => void = () => undefined;
+  const firstArrived = new Promise<void>((resolve) => (arrived = resolve));
   const fake = await fakeService(t, () => {
-    // never answers
+    arrived(); // and never answers
   });
   const client = createClient({ url: fake.url, apiKey: 'k', connections: 1, timeout: 5_000 });
   t.teardown(() => client.close());
   const controller = new AbortController();
   const reason = new Error('the app gave up');
   const inFlight = client.touch(token(), { signal: controller.signal });
+  // Wait until the service holds the first call (on a loaded machine the connection can take
+  // longer than the queued call's deadline to open).
+  await firstArrived;
   // The pool's only connection is taken: this one waits in undici's queue.
   const queued = client.read(token(), { timeout: 100 });
   const started = performance.now();

@@ -213,7 +213,13 @@ t.test('measured: the limiter adds no Redis round trip per request', async (t) =
   const stats = async () => {
     const text = (await info.call('INFO', 'stats', 'commandstats')) as string;
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(text)?.[1] ?? 0);
-    return { all: Number(/total_commands_processed:(\d+)/.exec(text)![1]), scripts: calls('evalsha') + calls('eval') };
+    // INCRBY and PEXPIREAT run only in the limiter's flush script (the session scripts use neither).
+    return {
+      all: Number(/total_commands_processed:(\d+)/.exec(text)![1]),
+      scripts: calls('evalsha') + calls('eval'),
+      incrby: calls('incrby'),
+      pexpireat: calls('pexpireat'),
+    };
   };
 
   const limitedToken = await createSession(app, KEY_A);
@@ -242,7 +248,14 @@ t.test('measured: the limiter adds no Redis round trip per request', async (t) =
     await sleep(200); // the last flush goes out
     const after = await stats();
     // INFO itself is one top-level command, not a script call.
-    return { all: after.all - before.all - 1, scripts: after.scripts - before.scripts, ms, flushes: app.rateLimitCounters.flushes - flushesBefore };
+    return {
+      all: after.all - before.all - 1,
+      scripts: after.scripts - before.scripts,
+      incrby: after.incrby - before.incrby,
+      pexpireat: after.pexpireat - before.pexpireat,
+      ms,
+      flushes: app.rateLimitCounters.flushes - flushesBefore,
+    };
   }
 
   const off = await run(freeToken, KEY_B);
@@ -261,7 +274,13 @@ t.test('measured: the limiter adds no Redis round trip per request', async (t) =
   for (const r of [on, on2]) {
     t.ok(r.flushes >= 1 && r.flushes <= Math.floor((r.ms + 200) / 50) + 1, `${r.flushes} flushes for ${K} requests in ${r.ms.toFixed(0)} ms: at most one per flush interval`);
   }
-  t.ok(Math.max(on.all - off.all, on2.all - off2.all) <= 3 * Math.max(on.flushes, on2.flushes) + 2, 'and at most 3 commands inside Redis per flush');
+  // Inside Redis a flush is one INCRBY per client key (and a PEXPIREAT when the key is new); the
+  // session scripts' own inner commands vary with each entry's state (a register to keep, a
+  // write-behind due), so the limiter's share is counted by the commands only it runs.
+  t.equal(off.incrby + off2.incrby + off.pexpireat + off2.pexpireat, 0, 'an unlimited client runs no limiter command inside Redis');
+  for (const r of [on, on2]) {
+    t.ok(r.incrby <= r.flushes && r.pexpireat <= r.flushes, `${r.incrby} INCRBY and ${r.pexpireat} PEXPIREAT in ${r.flushes} flushes: at most one of each per flush`);
+  }
 
   // What the limiter costs in time is printed by bench/rate-limit.ts, not waited for here.
 });
