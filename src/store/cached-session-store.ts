@@ -151,12 +151,12 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
   }
 
   async touch(key: SessionKey, now: Date): Promise<SessionRecord | null> {
-    if (!this.redis.available()) return this.fallback(() => this.db.touch(key, now));
+    if (!this.redis.available()) return this.fallback(() => this.touchInMariaDb(key, now));
     let outcome;
     try {
       outcome = await this.redis.touch(key, now.getTime());
     } catch (err) {
-      if (err instanceof CacheUnavailableError) return this.fallback(() => this.db.touch(key, now), err);
+      if (err instanceof CacheUnavailableError) return this.fallback(() => this.touchInMariaDb(key, now), err);
       throw err;
     }
     return this.touched(key, now, outcome);
@@ -175,14 +175,36 @@ export class CachedSessionStore implements SessionStore, OutboxReplayTarget, Mar
       outcomes = await this.redis.touchMany(keys, now.getTime());
     } catch (err) {
       if (!(err instanceof CacheUnavailableError)) throw err;
-      return Promise.allSettled(keys.map((key) => this.fallback(() => this.db.touch(key, now))));
+      return Promise.allSettled(keys.map((key) => this.fallback(() => this.touchInMariaDb(key, now))));
     }
     return Promise.allSettled(
       keys.map((key, i) => {
         const outcome = outcomes[i];
-        return outcome === undefined ? this.fallback(() => this.db.touch(key, now)) : this.touched(key, now, outcome);
+        return outcome === undefined ? this.fallback(() => this.touchInMariaDb(key, now)) : this.touched(key, now, outcome);
       }),
     );
+  }
+
+  /**
+   * A touch served by MariaDB (Redis skipped or failed). When the touch rule says the stored
+   * expiry is due, the slid expiry is written as a write is: with an outbox `invalidate`, a write
+   * marker before the COMMIT and the invalidation tried after it whatever this replica's breaker
+   * says. Another replica whose breaker closed sooner may be serving, from Redis, an entry it
+   * filled before this touch; left alone, its next read would answer the older expiry
+   * (docs/design.md §5.6, G4). A touch that writes nothing owes Redis nothing.
+   */
+  private async touchInMariaDb(key: SessionKey, now: Date): Promise<SessionRecord | null> {
+    const current = await this.db.get(key, now);
+    if (current === null) return null;
+    const touch = decideTouch(current, current.idleExpiresAt, now, this.options.touchPersistThresholdSeconds);
+    if (touch === null || !touch.persist) return current;
+    // An old id in its rotation grace touches the session it resolved to.
+    const resolved = { namespace: current.namespace, idHash: current.idHash };
+    const live = await this.write(async (tx) => {
+      const live = await tx.persistTouch(resolved, touch.idleExpiresAt, touch.lastSeenAt, now);
+      return { result: live, debts: live ? [{ key: resolved, action: 'invalidate' as const }] : [] };
+    });
+    return live ? { ...current, idleExpiresAt: touch.idleExpiresAt, lastSeenAt: touch.lastSeenAt } : null;
   }
 
   /** Serves a touch by what Redis's TOUCH found. */

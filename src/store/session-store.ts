@@ -120,6 +120,8 @@ export interface SessionWrites {
   revokeSubject(namespace: string, subject: string, keep: Buffer | undefined, now: Date): Promise<{ revoked: number; mark: SubjectMark }>;
   /** Writes an outbox row in this transaction; returns its id. */
   recordOutbox(key: SessionKey, action: OutboxAction): Promise<number>;
+  /** Slides the stored idle expiry and last-seen forward (never back); false when the row is not live. */
+  persistTouch(key: SessionKey, idleExpiresAt: Date, lastSeenAt: Date, now: Date): Promise<boolean>;
 }
 
 /** A mark whose rows the revocation worker has still to revoke. */
