@@ -36,7 +36,7 @@ t.setTimeout(6 * 60_000);
 const root = process.cwd();
 
 /** What the service needs of Redis: its keys, reads, writes, scripts, INFO (ready check) and the cluster map. */
-export const SERVICE_ACL = '~sd:* ~rl:* -@all +@read +@write +@scripting +@connection -@dangerous +info +cluster|slots +cluster|info';
+export const SERVICE_ACL = '~sd:* ~rl:* -@all +@read +@write +@scripting +@connection -@dangerous +info +time +cluster|slots +cluster|info';
 const DB_PASSWORD = 'db-Pa55/word+tls';
 const REDIS_PASSWORD = 'redis-Pa55:word@acl';
 
